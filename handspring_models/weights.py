@@ -1,0 +1,276 @@
+"""Handspring's weights folders, and the command line that makes and checks them.
+
+A weights folder (what ``convert --out DIR`` writes) holds one model:
+
+    config.json          model name, architecture, component files, source and licence
+    image.safetensors    one file per modality: a feature loads only the files it needs
+    text.safetensors
+    merges.txt           tokenizer vocabulary (BPE merges)
+    manifest.json        sha256 and size of every file above
+
+Usage::
+
+    python -m handspring_models.weights download clip_vit_b_32 [--out DIR]
+    python -m handspring_models.weights convert SRC --model clip_vit_b_32 --out DIR
+    python -m handspring_models.weights verify DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+FORMAT = "handspring-weights/1"
+CONFIG = "config.json"
+MANIFEST = "manifest.json"
+TOKENIZER = "merges.txt"
+REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+# What `download` fetches for each model: the Hugging Face Hub repository of the official weights.
+HUB_SOURCES = {
+    "clip_vit_b_32": {"repo_id": "openai/clip-vit-base-patch32", "license": "MIT"},
+}
+MODELS = tuple(HUB_SOURCES)
+
+
+class WeightsError(RuntimeError):
+    """A weights folder is missing, incomplete or corrupt; the message names the file."""
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_weights_dir(model: str) -> Path:
+    """``$HANDSPRING_WEIGHTS_DIR`` if set, else ``weights/<model>/`` in this repository."""
+    import os
+
+    env = os.environ.get("HANDSPRING_WEIGHTS_DIR")
+    return Path(env) if env else REPO_WEIGHTS / model
+
+
+# ---------------------------------------------------------------- reading
+
+def read_config(folder: Path) -> dict:
+    path = folder / CONFIG
+    if not folder.is_dir():
+        raise WeightsError(
+            f"weights folder {folder} does not exist; make one with "
+            "`python -m handspring_models.weights download <model>` (or `convert`), "
+            "or point HANDSPRING_WEIGHTS_DIR at one"
+        )
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"{path} is missing: {folder} is not a weights folder written by `convert`") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path} is corrupt: {e}") from None
+    if config.get("format") != FORMAT:
+        raise WeightsError(f"{path}: format {config.get('format')!r} is not {FORMAT!r}")
+    return config
+
+
+def load_component(folder: Path, filename: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """One modality's tensors, cast to ``dtype`` (no copy when already in it)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = folder / filename
+    if not path.is_file():
+        raise WeightsError(f"{path} is missing")
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path} is corrupt or unreadable: {e}") from None
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+
+
+def manifest_sha256(folder: Path) -> str | None:
+    path = folder / MANIFEST
+    return sha256_file(path) if path.is_file() else None
+
+
+def verify(folder: Path) -> list[str]:
+    """Problems found against the manifest (an empty list means the folder is intact)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        return [f"{folder / MANIFEST} is missing"]
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return [f"{folder / MANIFEST} is corrupt: {e}"]
+    problems = []
+    for name, entry in manifest.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{path} is missing")
+        elif path.stat().st_size != entry["bytes"]:
+            problems.append(f"{path} has {path.stat().st_size} bytes, the manifest says {entry['bytes']}")
+        elif sha256_file(path) != entry["sha256"]:
+            problems.append(f"{path} does not match its sha256 in the manifest")
+    return problems
+
+
+# ---------------------------------------------------------------- writing
+
+def write_folder(out: Path, model: str, architecture: dict, components: dict[str, dict[str, torch.Tensor]],
+                 merges: Path, source: str, license: str) -> None:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for modality, tensors in components.items():
+        name = f"{modality}.safetensors"
+        save_file({k: v.float().contiguous() for k, v in tensors.items()}, out / name, metadata={"model": model})
+        files[modality] = name
+    if merges.suffix == ".gz":
+        import gzip
+
+        with gzip.open(merges, "rb") as src, open(out / TOKENIZER, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    elif merges.resolve() != (out / TOKENIZER).resolve():
+        shutil.copyfile(merges, out / TOKENIZER)
+    config = {
+        "format": FORMAT,
+        "model": model,
+        "architecture": architecture,
+        "components": files,
+        "tokenizer": TOKENIZER,
+        "source": source,
+        "license": license,
+    }
+    (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    names = sorted([CONFIG, TOKENIZER, *files.values()])
+    manifest = {"files": {n: {"sha256": sha256_file(out / n), "bytes": (out / n).stat().st_size} for n in names}}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def find_merges(src: Path, explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit
+    folder = src if src.is_dir() else src.parent
+    for name in ("merges.txt", "bpe_simple_vocab_16e6.txt.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    # OpenAI's .pt carries no vocabulary: take the one published beside the official HF weights.
+    return Path(_hub_download(HUB_SOURCES["clip_vit_b_32"]["repo_id"], ["merges.txt"]) ) / "merges.txt"
+
+
+def convert(src: Path, model: str, out: Path, merges: Path | None = None) -> None:
+    from . import clip_checkpoint as ckpt
+
+    if model not in MODELS:
+        raise WeightsError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+    if src.is_dir():
+        if not (src / "config.json").is_file():
+            raise WeightsError(f"{src}: a Hugging Face CLIPModel folder needs config.json")
+        config, state = ckpt.load_hf_folder(src)
+        source = f"huggingface:{src.name}"
+    elif src.is_file():
+        state = ckpt.load_openai_state_dict(src)
+        config = ckpt.config_from_openai(state)
+        source = f"openai:{src.name}"
+    else:
+        raise WeightsError(f"{src} does not exist")
+    merges_path = find_merges(src, merges)
+    _check_loads(config, state)
+    write_folder(out, model, config.to_dict(), ckpt.split_by_modality(state), merges_path, source,
+                 HUB_SOURCES[model]["license"])
+
+
+def _check_loads(config, state: dict[str, torch.Tensor]) -> None:
+    """Fail at convert time, not at serve time, if the tensors do not fit the architecture."""
+    from .clip import CLIP
+
+    with torch.device("meta"):
+        model = CLIP(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))[:5]
+        extra = sorted(set(got) - set(expected))[:5]
+        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])[:5]
+        raise WeightsError(f"checkpoint does not fit the architecture: missing {missing}, unexpected {extra}, "
+                           f"wrong shapes {wrong}")
+
+
+def _hub_download(repo_id: str, patterns: list[str]) -> str:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return snapshot_download(repo_id, allow_patterns=patterns)
+    except Exception as e:
+        raise WeightsError(
+            f"could not download {patterns} from the Hugging Face Hub repository {repo_id}: "
+            f"{type(e).__name__}: {e}. Check the network (and HF_ENDPOINT / HF_TOKEN if you use a mirror), "
+            "or download the files yourself and run `convert`."
+        ) from None
+
+
+def download(model: str, out: Path) -> None:
+    if model not in MODELS:
+        raise WeightsError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+    repo_id = HUB_SOURCES[model]["repo_id"]
+    folder = Path(_hub_download(repo_id, ["config.json", "merges.txt", "vocab.json", "model.safetensors"]))
+    if not (folder / "model.safetensors").is_file():  # older snapshots have only the pickle
+        folder = Path(_hub_download(repo_id, ["config.json", "merges.txt", "vocab.json", "pytorch_model.bin"]))
+    convert(folder, model, out)
+
+
+# ---------------------------------------------------------------- command line
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m handspring_models.weights", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("download", help="fetch the official checkpoint from the Hugging Face Hub and convert it")
+    p.add_argument("model", choices=MODELS)
+    p.add_argument("--out", type=Path, help="default: weights/<model>/ in this repository")
+    p = sub.add_parser("convert", help="convert a Hugging Face CLIPModel folder or an OpenAI .pt checkpoint")
+    p.add_argument("src", type=Path)
+    p.add_argument("--model", required=True, choices=MODELS)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--merges", type=Path, help="BPE merges (merges.txt or bpe_simple_vocab_16e6.txt.gz) "
+                                               "when SRC has none beside it")
+    p = sub.add_parser("verify", help="check a weights folder against its manifest")
+    p.add_argument("folder", type=Path)
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "download":
+            out = args.out or REPO_WEIGHTS / args.model
+            download(args.model, out)
+            print(f"wrote {out}")
+        elif args.command == "convert":
+            with tempfile.TemporaryDirectory(dir=args.out.parent if args.out.parent.exists() else None) as tmp:
+                # Write aside, then move into place: an interrupted convert leaves no half folder.
+                staging = Path(tmp) / "out"
+                convert(args.src, args.model, staging, args.merges)
+                args.out.mkdir(parents=True, exist_ok=True)
+                for f in staging.iterdir():
+                    shutil.move(str(f), args.out / f.name)
+            print(f"wrote {args.out}")
+        else:
+            problems = verify(args.folder)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if problems:
+                return 1
+            print(f"{args.folder}: all files match the manifest")
+    except (WeightsError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
