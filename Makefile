@@ -32,9 +32,11 @@ install-dev: $(VENV)/.dev
 download: $(VENV)/.runtime
 	$(PY) -m handspring_models.weights download $(MODEL) --out $(WEIGHTS)
 
+# Serves $HANDSPRING_WEIGHTS_DIR if set, else weights/<model>/ (downloaded on first run); offline,
+# a loudly labelled random-weight demo model so the API can still be tried.
 run: $(VENV)/.runtime
-	@$(PY) -m handspring_models.weights ensure $(MODEL) --out $(WEIGHTS)
-	$(VENV)/bin/uvicorn app.main:app --host 0.0.0.0 --port $(PORT)
+	HANDSPRING_WEIGHTS_DIR="$$($(PY) -m handspring_models.weights ensure $(MODEL) --out $(WEIGHTS))" && \
+	export HANDSPRING_WEIGHTS_DIR && exec $(VENV)/bin/uvicorn app.main:app --host 0.0.0.0 --port $(PORT)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest

@@ -13,11 +13,12 @@ Usage::
     python -m handspring_models.weights download clip_vit_b_32 [--out DIR]
     python -m handspring_models.weights convert SRC --model clip_vit_b_32 --out DIR
     python -m handspring_models.weights verify DIR
+    python -m handspring_models.weights random clip_vit_b_32 --out DIR   # demo/benchmark only
+    python -m handspring_models.weights ensure clip_vit_b_32 --out DIR   # what `make run` uses
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
@@ -31,7 +32,7 @@ FORMAT = "handspring-weights/1"
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
 TOKENIZER = "merges.txt"
-REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 
 # What `download` fetches for each model: the Hugging Face Hub repository of the official weights.
 HUB_SOURCES = {
@@ -153,6 +154,8 @@ def write_folder(out: Path, model: str, architecture: dict, components: dict[str
     names = sorted([CONFIG, TOKENIZER, *files.values()])
     manifest = {"files": {n: {"sha256": sha256_file(out / n), "bytes": (out / n).stat().st_size} for n in names}}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    for name in [*names, MANIFEST]:
+        (out / name).chmod(0o644)  # readable by the unprivileged user that serves them
 
 
 def find_merges(src: Path, explicit: Path | None) -> Path:
@@ -167,7 +170,7 @@ def find_merges(src: Path, explicit: Path | None) -> Path:
 
 
 def convert(src: Path, model: str, out: Path, merges: Path | None = None) -> None:
-    from . import clip_checkpoint as ckpt
+    from .. import clip_checkpoint as ckpt
 
     if model not in MODELS:
         raise WeightsError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
@@ -190,7 +193,7 @@ def convert(src: Path, model: str, out: Path, merges: Path | None = None) -> Non
 
 def _check_loads(config, state: dict[str, torch.Tensor]) -> None:
     """Fail at convert time, not at serve time, if the tensors do not fit the architecture."""
-    from .clip import CLIP
+    from ..clip import CLIP
 
     with torch.device("meta"):
         model = CLIP(config)
@@ -217,6 +220,18 @@ def _hub_download(repo_id: str, patterns: list[str]) -> str:
         ) from None
 
 
+def _write_atomically(out: Path, write) -> None:
+    """Write a folder aside, then move it into place: an interrupted run leaves no half folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        staging = Path(tmp) / "out"
+        write(staging)
+        out.mkdir(parents=True, exist_ok=True)
+        for f in staging.iterdir():
+            shutil.move(str(f), out / f.name)
+    print(f"wrote {out}")
+
+
 def download(model: str, out: Path) -> None:
     if model not in MODELS:
         raise WeightsError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
@@ -227,50 +242,51 @@ def download(model: str, out: Path) -> None:
     convert(folder, model, out)
 
 
-# ---------------------------------------------------------------- command line
+def random_weights(model: str, out: Path, seed: int = 0) -> None:
+    """A random-weight model of the real shape: to try the API or benchmark without the real
+    weights. Its vectors mean nothing; config.json says so (``source: random``)."""
+    from .. import clip_checkpoint as ckpt
+    from ..clip import CLIP, CLIPConfig
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m handspring_models.weights", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("download", help="fetch the official checkpoint from the Hugging Face Hub and convert it")
-    p.add_argument("model", choices=MODELS)
-    p.add_argument("--out", type=Path, help="default: weights/<model>/ in this repository")
-    p = sub.add_parser("convert", help="convert a Hugging Face CLIPModel folder or an OpenAI .pt checkpoint")
-    p.add_argument("src", type=Path)
-    p.add_argument("--model", required=True, choices=MODELS)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--merges", type=Path, help="BPE merges (merges.txt or bpe_simple_vocab_16e6.txt.gz) "
-                                               "when SRC has none beside it")
-    p = sub.add_parser("verify", help="check a weights folder against its manifest")
-    p.add_argument("folder", type=Path)
-    args = parser.parse_args(argv)
-
-    try:
-        if args.command == "download":
-            out = args.out or REPO_WEIGHTS / args.model
-            download(args.model, out)
-            print(f"wrote {out}")
-        elif args.command == "convert":
-            with tempfile.TemporaryDirectory(dir=args.out.parent if args.out.parent.exists() else None) as tmp:
-                # Write aside, then move into place: an interrupted convert leaves no half folder.
-                staging = Path(tmp) / "out"
-                convert(args.src, args.model, staging, args.merges)
-                args.out.mkdir(parents=True, exist_ok=True)
-                for f in staging.iterdir():
-                    shutil.move(str(f), args.out / f.name)
-            print(f"wrote {args.out}")
+    torch.manual_seed(seed)
+    config = CLIPConfig()
+    model_ = CLIP(config)
+    for name, p in model_.named_parameters():
+        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight", "ln_final.weight")):
+            torch.nn.init.ones_(p)
+        elif name.endswith("bias"):
+            torch.nn.init.zeros_(p)
         else:
-            problems = verify(args.folder)
-            for problem in problems:
-                print(problem, file=sys.stderr)
-            if problems:
-                return 1
-            print(f"{args.folder}: all files match the manifest")
-    except (WeightsError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+            torch.nn.init.normal_(p, std=p.shape[-1] ** -0.5 if p.dim() > 1 else 0.02)
+    # A stand-in vocabulary of the right size (byte pairs), so no vocabulary file is needed offline.
+    from ..tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    pairs = [f"{a} {b}" for a in chars for b in chars][: config.text.vocab_size - 2 * 256 - 2]
+    out.mkdir(parents=True, exist_ok=True)
+    merges = out / TOKENIZER
+    merges.write_text("#version: 0.2 (random demo)\n" + "\n".join(pairs) + "\n", encoding="utf-8")
+    write_folder(out, model, config.to_dict(), ckpt.split_by_modality(model_.state_dict()), merges,
+                 source=f"random (seed {seed}): NOT a trained model, its vectors mean nothing", license="none")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def ensure(model: str, out: Path) -> Path:
+    """The weights folder `make run` serves: $HANDSPRING_WEIGHTS_DIR if set, else ``out``,
+    downloaded on first use; offline, a clearly labelled random-weight demo model."""
+    import os
+
+    if os.environ.get("HANDSPRING_WEIGHTS_DIR"):
+        return Path(os.environ["HANDSPRING_WEIGHTS_DIR"])
+    if (out / CONFIG).is_file():
+        return out
+    try:
+        _write_atomically(out, lambda staging: download(model, staging))
+        return out
+    except WeightsError as e:
+        demo = out.with_name(f"{out.name}-random-demo")
+        if not (demo / CONFIG).is_file():
+            random_weights(model, demo)
+        print(f"\n*** {e}\n*** Serving a RANDOM-WEIGHT demo model from {demo}: the API works, the vectors mean "
+              f"nothing. Get the real weights with `make download` (needs internet) or set "
+              f"HANDSPRING_WEIGHTS_DIR.\n", file=sys.stderr)
+        return demo

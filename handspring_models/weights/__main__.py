@@ -1,0 +1,61 @@
+"""Command line: ``python -m handspring_models.weights {download,convert,verify,random,ensure}``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import (MODELS, REPO_WEIGHTS, WeightsError, _write_atomically, convert, download, ensure, random_weights,
+               verify)
+from . import __doc__ as package_doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m handspring_models.weights", description=package_doc.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("download", help="fetch the official checkpoint from the Hugging Face Hub and convert it")
+    p.add_argument("model", choices=MODELS)
+    p.add_argument("--out", type=Path, help="default: weights/<model>/ in this repository")
+    p = sub.add_parser("convert", help="convert a Hugging Face CLIPModel folder or an OpenAI .pt checkpoint")
+    p.add_argument("src", type=Path)
+    p.add_argument("--model", required=True, choices=MODELS)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--merges", type=Path, help="BPE merges (merges.txt or bpe_simple_vocab_16e6.txt.gz) "
+                                               "when SRC has none beside it")
+    p = sub.add_parser("verify", help="check a weights folder against its manifest")
+    p.add_argument("folder", type=Path)
+    p = sub.add_parser("random", help="write a random-weight model of the real shape (demos, benchmarks)")
+    p.add_argument("model", choices=MODELS)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("ensure", help="print the folder to serve, downloading it first if needed")
+    p.add_argument("model", choices=MODELS)
+    p.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+
+    try:
+        if args.command == "download":
+            out = args.out or REPO_WEIGHTS / args.model
+            _write_atomically(out, lambda staging: download(args.model, staging))
+        elif args.command == "convert":
+            _write_atomically(args.out, lambda staging: convert(args.src, args.model, staging, args.merges))
+        elif args.command == "random":
+            _write_atomically(args.out, lambda staging: random_weights(args.model, staging, args.seed))
+        elif args.command == "ensure":
+            print(ensure(args.model, args.out))
+        else:
+            problems = verify(args.folder)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if problems:
+                return 1
+            print(f"{args.folder}: all files match the manifest")
+    except (WeightsError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
