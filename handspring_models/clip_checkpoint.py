@@ -148,12 +148,15 @@ def config_from_openai(state: dict[str, torch.Tensor]) -> CLIPConfig:
         t_width = state["ln_final.weight"].shape[0]
     except KeyError as e:
         raise CheckpointError(f"not a CLIP ViT checkpoint in OpenAI's layout (missing {e})") from None
-    count = lambda prefix: len({k.split(".")[len(prefix.split("."))] for k in state if k.startswith(prefix)})  # noqa: E731
+
+    def count_blocks(prefix: str) -> int:
+        return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
     return CLIPConfig(
         embed_dim=state["text_projection"].shape[1],
         vision=VisionConfig(image_size=patch * grid, patch_size=patch, width=v_width,
-                            layers=count("visual.transformer.resblocks."), heads=v_width // 64),
+                            layers=count_blocks("visual.transformer.resblocks."), heads=v_width // 64),
         text=TextConfig(context_length=state["positional_embedding"].shape[0],
                         vocab_size=state["token_embedding.weight"].shape[0], width=t_width,
-                        layers=count("transformer.resblocks."), heads=t_width // 64),
+                        layers=count_blocks("transformer.resblocks."), heads=t_width // 64),
     )

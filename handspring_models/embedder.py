@@ -94,7 +94,11 @@ class CLIPEmbedder:
         if modality == "text":
             if not isinstance(item, str):
                 raise InvalidInputError(f"a text must be a string, not {type(item).__name__}")
-            return torch.tensor(self.tokenizer(item), dtype=torch.long)
+            ids = self.tokenizer(item)
+            # The reference pools at the FIRST end-of-text token (argmax), which a typed "<|endoftext|>"
+            # can bring forward; under the causal mask nothing after it matters, so drop the rest.
+            ids = ids[: ids.index(self.tokenizer.eot_id) + 1]
+            return torch.tensor(ids, dtype=torch.long)
         if isinstance(item, (bytes, bytearray, memoryview)):
             item = decode_image(bytes(item), self.max_pixels, self.draft_size)
         elif not isinstance(item, Image.Image):

@@ -56,12 +56,12 @@ def clean(text: str) -> str:
 
 def read_merges(path: str | Path, count: int = 49152 - 256 - 2) -> list[tuple[str, str]]:
     """Read a BPE merges file: OpenAI's ``bpe_simple_vocab_16e6.txt.gz`` or Hugging Face's
-    ``merges.txt``. Both start with one ``#version`` line; CLIP uses the first ``count`` merges."""
+    ``merges.txt``. Both start with one header line holding ``#version``; CLIP uses the next ``count``."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as f:
         lines = f.read().split("\n")
-    if lines and lines[0].startswith("#version"):
+    if lines and "#version" in lines[0]:  # OpenAI's gz starts "bpe_simple_vocab_16e6.txt#version: 0.2"
         lines = lines[1:]
     merges = [tuple(line.split()) for line in lines[:count] if line.strip()]
     if len(merges) != count or any(len(m) != 2 for m in merges):
