@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -128,7 +129,9 @@ def load_hf_folder(folder: Path) -> tuple[CLIPConfig, dict[str, torch.Tensor]]:
 def load_openai_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """OpenAI ships TorchScript archives; open_clip and others re-save them as plain state dicts."""
     try:
-        state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        with warnings.catch_warnings():  # torch deprecates TorchScript, but that is what OpenAI shipped
+            warnings.simplefilter("ignore", DeprecationWarning)
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
     except RuntimeError:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):

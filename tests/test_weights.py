@@ -1,0 +1,146 @@
+"""Weights folders: layout, per-modality loading, manifest checks and clear errors."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import handspring_models
+from handspring_models.weights import verify
+from handspring_models.weights.__main__ import main
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def weights_copy(tiny_weights, tmp_path):
+    return shutil.copytree(tiny_weights, tmp_path / "w")
+
+
+def test_folder_layout(tiny_weights):
+    names = sorted(p.name for p in tiny_weights.iterdir())
+    assert names == ["config.json", "image.safetensors", "manifest.json", "merges.txt", "text.safetensors"]
+    config = json.loads((tiny_weights / "config.json").read_text())
+    assert config["model"] == "clip_vit_b_32"
+    assert config["components"] == {"image": "image.safetensors", "text": "text.safetensors"}
+
+
+def test_components_hold_only_their_modality(tiny_weights):
+    from safetensors import safe_open
+
+    with safe_open(tiny_weights / "image.safetensors", "pt") as f:
+        assert all(k.startswith("visual.") for k in f.keys())
+    with safe_open(tiny_weights / "text.safetensors", "pt") as f:
+        keys = list(f.keys())
+        assert keys and not any(k.startswith("visual.") for k in keys)
+        assert "token_embedding.weight" in keys and "text_projection" in keys
+
+
+def test_verify_passes_on_fresh_folder(tiny_weights):
+    assert verify(tiny_weights) == []
+    assert main(["verify", str(tiny_weights)]) == 0
+
+
+def test_verify_names_a_tampered_file(weights_copy, capsys):
+    with open(weights_copy / "text.safetensors", "r+b") as f:
+        f.seek(-4, 2)
+        f.write(b"\x00\x01\x02\x03")
+    assert main(["verify", str(weights_copy)]) == 1
+    assert "text.safetensors does not match its sha256" in capsys.readouterr().err
+
+
+def test_verify_names_a_missing_file(weights_copy):
+    (weights_copy / "merges.txt").unlink()
+    assert any("merges.txt is missing" in p for p in verify(weights_copy))
+
+
+@pytest.mark.parametrize("feature, present", [("clip_vit_b_32_text", "text"), ("clip_vit_b_32_image", "image")])
+def test_one_modality_feature_loads_only_its_file(weights_copy, feature, present):
+    absent = "image" if present == "text" else "text"
+    (weights_copy / f"{absent}.safetensors").unlink()
+    model = handspring_models.load(feature, weights_copy)
+    assert model.modalities == (present,)
+    assert getattr(model.model, "visual") is None if present == "text" else not hasattr(model.model, "token_embedding")
+
+
+def test_one_modality_feature_embeds_like_the_whole_model(tiny_weights, photos):
+    whole = handspring_models.load("clip_vit_b_32", tiny_weights)
+    text = handspring_models.load("clip_vit_b_32_text", tiny_weights)
+    image = handspring_models.load("clip_vit_b_32_image", tiny_weights)
+    np.testing.assert_array_equal(text.embed_texts(["a dog"]), whole.embed_texts(["a dog"]))
+    img = [photos["astronaut_rgb"]]
+    np.testing.assert_array_equal(image.embed_images(img), whole.embed_images(img))
+
+
+def test_missing_modality_is_a_clear_error(tiny_weights):
+    model = handspring_models.load("clip_vit_b_32_text", tiny_weights)
+    with pytest.raises(handspring_models.MissingModalityError, match="clip_vit_b_32_text does not embed image"):
+        model.embed_images([b"x"])
+
+
+def test_missing_folder_says_how_to_get_weights(tmp_path):
+    with pytest.raises(handspring_models.WeightsError, match="download"):
+        handspring_models.load("clip_vit_b_32", tmp_path / "nowhere")
+
+
+def test_missing_component_is_named(weights_copy):
+    (weights_copy / "image.safetensors").unlink()
+    with pytest.raises(handspring_models.WeightsError, match="image.safetensors is missing"):
+        handspring_models.load("clip_vit_b_32", weights_copy)
+
+
+def test_corrupt_component_is_named(weights_copy):
+    (weights_copy / "text.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(handspring_models.WeightsError, match="text.safetensors is corrupt"):
+        handspring_models.load("clip_vit_b_32_text", weights_copy)
+
+
+def test_corrupt_config_is_named(weights_copy):
+    (weights_copy / "config.json").write_text("{")
+    with pytest.raises(handspring_models.WeightsError, match="config.json is corrupt"):
+        handspring_models.load("clip_vit_b_32", weights_copy)
+
+
+def test_env_var_sets_default_folder(tiny_weights, monkeypatch):
+    monkeypatch.setenv("HANDSPRING_WEIGHTS_DIR", str(tiny_weights))
+    assert handspring_models.load("clip_vit_b_32_text").weights_dir == tiny_weights
+
+
+def test_unknown_feature_and_precision(tiny_weights):
+    with pytest.raises(ValueError, match="unknown feature"):
+        handspring_models.load("clip_vit_l_14", tiny_weights)
+    with pytest.raises(ValueError, match="precision"):
+        handspring_models.load("clip_vit_b_32", tiny_weights, precision="fp8")
+
+
+def test_convert_rejects_a_non_clip_file(tmp_path, capsys):
+    import torch
+
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "x.pt")
+    assert main(["convert", str(tmp_path / "x.pt"), "--model", "clip_vit_b_32", "--out", str(tmp_path / "o"),
+                 "--merges", str(tmp_path / "x.pt")]) == 1
+    assert "not a CLIP ViT checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "config.json").exists()
+
+
+def test_download_offline_fails_clearly(tmp_path):
+    """Offline (as here), `download` must say what failed, not print a traceback."""
+    env = {"PATH": "/usr/bin:/bin", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
+           "HF_HUB_DISABLE_TELEMETRY": "1", "HANDSPRING_WEIGHTS_DIR": ""}
+    run = subprocess.run([sys.executable, "-m", "handspring_models.weights", "download", "clip_vit_b_32",
+                          "--out", str(tmp_path / "out")], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 1
+    assert "could not download" in run.stderr and "openai/clip-vit-base-patch32" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_random_demo_weights_are_labelled_and_load(tmp_path):
+    assert main(["random", "clip_vit_b_32", "--out", str(tmp_path / "demo")]) == 0
+    config = json.loads((tmp_path / "demo" / "config.json").read_text())
+    assert "random" in config["source"] and "NOT a trained model" in config["source"]
+    model = handspring_models.load("clip_vit_b_32_text", tmp_path / "demo")
+    assert model.embed_texts(["hello"]).shape == (1, 512)
