@@ -83,18 +83,38 @@ def read_config(folder: Path) -> dict:
 
 
 def load_component(folder: Path, filename: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """One modality's tensors, cast to ``dtype`` (no copy when already in it)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """One modality's tensors, cast to ``dtype``.
+
+    Pages of a memory-mapped file count as resident until it is unmapped, so the file is reopened
+    every ~64 MiB: the peak stays near the loaded model's size instead of model + whole file."""
+    from safetensors import SafetensorError, safe_open
 
     path = folder / filename
     if not path.is_file():
         raise WeightsError(f"{path} is missing")
+    tensors: dict[str, torch.Tensor] = {}
     try:
-        tensors = load_file(path)
-    except (SafetensorError, OSError, ValueError) as e:
+        with safe_open(path, framework="pt") as f:
+            keys = list(f.keys())
+        while len(tensors) < len(keys):
+            read = 0
+            with safe_open(path, framework="pt") as f:
+                for key in keys[len(tensors):]:
+                    tensor = f.get_tensor(key)
+                    tensors[key] = _cast(tensor, dtype)
+                    read += tensor.numel() * tensor.element_size()
+                    if read >= _REOPEN_BYTES:
+                        break
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise WeightsError(f"{path} is corrupt or unreadable: {e}") from None
-    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    return tensors
+
+
+_REOPEN_BYTES = 64 << 20
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return tensor.to(dtype) if tensor.is_floating_point() else tensor
 
 
 def manifest_sha256(folder: Path) -> str | None:
