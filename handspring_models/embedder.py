@@ -123,6 +123,15 @@ class CLIPEmbedder:
             out = self.model.encode_text(tokens, lengths - 1)
         return out.numpy().astype(np.float32, copy=False)
 
+    def warmup(self) -> None:
+        """Run each tower once on dummy input: the first oneDNN call of a shape family is slow
+        (kernel selection), and it should not land on a client's request."""
+        for modality in self.modalities:
+            if modality == "image":
+                self.encode("image", [torch.zeros(3, self.image_size, self.image_size)])
+            else:
+                self.encode("text", [self.prepare("text", "warm up")])
+
     # ------------------------------------------------------------ convenience
 
     def embed(self, modality: str, items: Sequence) -> np.ndarray:
