@@ -1,0 +1,109 @@
+# Handspring: a drop-in inference container for Weaviate's multi2vec-clip module (CPU only).
+#
+#   docker build -t handspring .                                   # weights downloaded at build time
+#   docker build -t handspring --build-arg WEIGHTS_SRC=local .     # weights from ./weights/<MODEL>/
+#   docker run --rm -p 8080:8080 handspring
+#
+# Build arguments:
+#   MODEL        which model to bake in (default clip_vit_b_32; see handspring_models.weights.MODELS)
+#   WEIGHTS_SRC  download: fetch the official checkpoint from the Hugging Face Hub and convert it with
+#                          `python -m handspring_models.weights download` (needs huggingface.co, or
+#                          HF_ENDPOINT pointing at a mirror)
+#                local:    copy weights/<MODEL>/ from the build context, a folder written beforehand by
+#                          `python -m handspring_models.weights download|convert ... --out weights/<MODEL>`
+#                          (no Hugging Face access at build time, or a checkpoint you converted)
+#                random:   a random-weight model of the real shape, ONLY to smoke-test the image
+#                          without the Hub: its vectors mean nothing (GET /meta says so)
+#   HF_ENDPOINT      Hugging Face Hub mirror for WEIGHTS_SRC=download
+#   TORCH_INDEX_URL  PyTorch CPU wheel index (or a mirror of it); PYTHON_IMAGE the base image
+#
+# Needs BuildKit (the default builder since Docker Engine 23; its built-in Dockerfile frontend, so
+# no frontend image is pulled): only the weights stage chosen by WEIGHTS_SRC is built, and only the
+# files the built stages COPY are sent from the context, so a download build never uploads weights/.
+
+ARG PYTHON_IMAGE=python:3.11-slim
+ARG MODEL=clip_vit_b_32
+ARG WEIGHTS_SRC=download
+
+# ------------------------------------------------------------------ dependencies (a venv, copied whole)
+FROM ${PYTHON_IMAGE} AS deps
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    PYTHONDONTWRITEBYTECODE=1
+# Keep in step with the torch pin in requirements.txt (tests/test_packaging.py checks it).
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+COPY requirements.txt /tmp/requirements.txt
+# torch first, from PyTorch's CPU-only index: PyPI's Linux torch wheel pulls multi-GB CUDA libraries.
+# The rest from PyPI: requirements.txt's torch==2.13.0 is then already satisfied by 2.13.0+cpu.
+# The venv gets no pip (the base image's pip installs into it) and no bytecode; torch's C++ headers
+# and C++ test binaries are only for building extensions and testing torch itself: dropped.
+RUN python -m venv --without-pip /opt/venv \
+ && pip --python /opt/venv/bin/python install --no-cache-dir --no-compile --only-binary=:all: \
+        --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
+ && pip --python /opt/venv/bin/python install --no-cache-dir --no-compile --only-binary=:all: \
+        -r /tmp/requirements.txt \
+ && rm -rf /opt/venv/lib/python3*/site-packages/torch/include \
+           /opt/venv/lib/python3*/site-packages/torch/test \
+ && find /opt/venv -depth -name __pycache__ -type d -exec rm -rf {} + \
+ && rm /tmp/requirements.txt
+ENV PATH=/opt/venv/bin:$PATH
+
+# ------------------------------------------------------------------ weights: one of three stages
+FROM deps AS weights-tools
+WORKDIR /src
+COPY handspring_models/ handspring_models/
+
+# Downloaded and converted here, in the builder: the Hugging Face cache lives in a BuildKit cache
+# mount, so it is in no image layer (and a rebuild after a code change does not download again).
+FROM weights-tools AS weights-download
+ARG MODEL
+ARG HF_ENDPOINT=https://huggingface.co
+RUN --mount=type=cache,target=/hf-cache,id=handspring-hf-cache \
+    HF_HOME=/hf-cache HF_HUB_DISABLE_TELEMETRY=1 HF_ENDPOINT="${HF_ENDPOINT}" \
+        python -m handspring_models.weights download "${MODEL}" --out "/weights/${MODEL}" \
+ && python -m handspring_models.weights verify "/weights/${MODEL}"
+
+# weights/<MODEL>/ from the build context (.dockerignore lets it through; see the note there).
+FROM weights-tools AS weights-local
+ARG MODEL
+COPY weights/${MODEL}/ /weights/${MODEL}/
+RUN chmod -R a+rX,go-w /weights \
+ && python -m handspring_models.weights verify "/weights/${MODEL}"
+
+FROM weights-tools AS weights-random
+ARG MODEL
+RUN python -m handspring_models.weights random "${MODEL}" --out "/weights/${MODEL}" \
+ && python -m handspring_models.weights verify "/weights/${MODEL}"
+
+# hadolint ignore=DL3006
+FROM weights-${WEIGHTS_SRC} AS weights
+
+# ------------------------------------------------------------------ runtime
+FROM ${PYTHON_IMAGE} AS runtime
+ARG MODEL
+LABEL org.opencontainers.image.title="handspring" \
+      org.opencontainers.image.description="CPU inference container for Weaviate's multi2vec-clip module" \
+      io.handspring.model="${MODEL}"
+RUN groupadd --system --gid 10001 handspring \
+ && useradd --system --uid 10001 --gid handspring --create-home --home-dir /home/handspring \
+        --shell /usr/sbin/nologin handspring
+COPY --from=deps /opt/venv /opt/venv
+COPY --from=weights /weights/${MODEL} /weights/${MODEL}
+WORKDIR /app
+COPY handspring_models/ handspring_models/
+COPY app/ app/
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HANDSPRING_WEIGHTS_DIR=/weights/${MODEL} \
+    HANDSPRING_FEATURE=${MODEL}
+USER 10001:10001
+EXPOSE 8080
+# Weaviate itself polls /.well-known/ready for up to 120 s; this is for `docker ps`, compose's
+# depends_on: service_healthy and orchestrators. No curl in the slim image: Python's urllib
+# (an HTTP error status raises, so any non-2xx fails the check).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/.well-known/ready', timeout=4)"]
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8080"]
