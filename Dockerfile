@@ -37,8 +37,10 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 COPY requirements.txt /tmp/requirements.txt
 # torch first, from PyTorch's CPU-only index: PyPI's Linux torch wheel pulls multi-GB CUDA libraries.
 # The rest from PyPI: requirements.txt's torch==2.13.0 is then already satisfied by 2.13.0+cpu.
-# The venv gets no pip (the base image's pip installs into it) and no bytecode; torch's C++ headers
-# and C++ test binaries are only for building extensions and testing torch itself: dropped.
+# The venv gets no pip (the base image's pip installs into it); torch's C++ headers and C++ test
+# binaries are only for building extensions and testing torch itself: dropped. Bytecode is compiled
+# once here: ~165 MB more, but every container start is ~4 s faster (a non-root user could not
+# write it at run time, so without it every start would compile torch again).
 RUN python -m venv --without-pip /opt/venv \
  && pip --python /opt/venv/bin/python install --no-cache-dir --no-compile --only-binary=:all: \
         --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
@@ -47,6 +49,7 @@ RUN python -m venv --without-pip /opt/venv \
  && rm -rf /opt/venv/lib/python3*/site-packages/torch/include \
            /opt/venv/lib/python3*/site-packages/torch/test \
  && find /opt/venv -depth -name __pycache__ -type d -exec rm -rf {} + \
+ && python -m compileall -q -j 0 /opt/venv/lib \
  && rm /tmp/requirements.txt
 ENV PATH=/opt/venv/bin:$PATH
 
@@ -94,6 +97,7 @@ COPY --from=weights /weights/${MODEL} /weights/${MODEL}
 WORKDIR /app
 COPY handspring_models/ handspring_models/
 COPY app/ app/
+RUN /opt/venv/bin/python -m compileall -q handspring_models app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
