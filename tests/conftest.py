@@ -162,3 +162,50 @@ def encode(image, fmt: str = "PNG", **kwargs) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format=fmt, **kwargs)
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------- HTTP service (app/; tests/test_app_*.py)
+
+@pytest.fixture(scope="session")
+def tiny_clip(tiny_weights):
+    """The tiny checkpoint loaded in-process (fp32): the reference the service must match."""
+    import handspring_models
+
+    return handspring_models.load("clip_vit_b_32", tiny_weights, precision="fp32")
+
+
+@pytest.fixture(scope="session")
+def app_settings(tiny_weights):
+    """``app_settings(**overrides)`` -> app.settings.Settings serving the tiny weights in fp32."""
+    from app.settings import Settings
+
+    def make(**overrides):
+        # threads: torch's current count, since the service sets it process-wide
+        values = dict(weights_dir=tiny_weights, precision="fp32", threads=torch.get_num_threads(), preprocess_workers=2)
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def serve_app():
+    """``async with serve_app(app) as client``: the app's lifespan running, an httpx client on it
+    (in-process ASGI), and (unless ``wait_ready=False``) the model loaded."""
+    import asyncio
+    from contextlib import asynccontextmanager
+
+    import httpx
+
+    @asynccontextmanager
+    async def serve(app, wait_ready: bool = True, timeout: float = 60.0):
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://handspring") as client:
+                if wait_ready:
+                    service = app.state.service
+                    await asyncio.wait_for(service.loaded.wait(), timeout)
+                    assert service.ready, service.error
+                yield client
+
+    return serve

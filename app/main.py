@@ -1,0 +1,64 @@
+"""The Handspring HTTP service: ``uvicorn app.main:app --host 0.0.0.0 --port 8080``.
+
+``create_app(settings)`` builds an app; the module-level ``app`` reads HANDSPRING_* variables
+when it starts (its lifespan), so importing this module loads nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import handspring_models
+
+from . import errors
+from .metrics import Metrics, MetricsMiddleware
+from .routes import router
+from .service import Loader, Service, configure_logging
+from .settings import Settings, SettingsError
+
+log = logging.getLogger("handspring.app")
+
+
+def create_app(settings: Settings | None = None, loader: Loader | None = None) -> FastAPI:
+    """``settings``: None reads the environment at start-up. ``loader(settings) -> embedder``
+    replaces ``handspring_models.load`` (tests use it for fakes and slow loads)."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        try:
+            resolved = settings if settings is not None else Settings.from_env()
+        except SettingsError as e:
+            configure_logging(logging.INFO)
+            log.error("%s", e)
+            raise RuntimeError(str(e)) from None
+        configure_logging(resolved.log_level_number)
+        service = Service(resolved, loader=loader, metrics=metrics)
+        app.state.service = service
+        try:
+            await service.start()
+        except handspring_models.WeightsError as e:
+            log.error("cannot start: %s", e)
+            raise RuntimeError(str(e)) from None
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(
+        title="Handspring",
+        summary="Drop-in vectorizer for Weaviate's multi2vec-clip module",
+        version=handspring_models.__version__,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.include_router(router)
+    app.state.metrics = metrics
+    return app
+
+
+app = create_app()

@@ -1,0 +1,170 @@
+"""Every knob of the service, read from ``HANDSPRING_*`` environment variables in one place.
+
+``Settings.from_env()`` validates everything at once and raises ``SettingsError`` listing every
+bad variable, so a misconfigured container fails at start-up with one clear message instead of
+misbehaving later. Empty variables count as unset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import handspring_models
+from handspring_models.preprocess import DEFAULT_MAX_PIXELS
+
+PREFIX = "HANDSPRING_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MiB = 1 << 20
+
+
+class SettingsError(ValueError):
+    """One or more HANDSPRING_* variables are invalid; the message names each of them."""
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (containers)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, max(1, int(quota + 0.5)))
+    return max(1, cpus)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    try:  # cgroup v2: "max 100000" or "200000 100000"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        if quota > 0 and period > 0:
+            return quota / period
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+@dataclass(frozen=True)
+class Settings:
+    weights_dir: Path | None = None  # None: the library's default (weights/<model>/ in the repo)
+    feature: str = "clip_vit_b_32"
+    precision: str = "auto"
+    threads: int = dataclasses.field(default_factory=available_cpus)  # torch intra-op threads
+    preprocess_workers: int = dataclasses.field(default_factory=available_cpus)
+    batch_window_ms: float = 5.0
+    max_batch: int = 32
+    max_body_bytes: int = 64 * MiB
+    max_items: int = 256
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise SettingsError("invalid settings: " + "; ".join(problems))
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        if self.feature not in handspring_models.FEATURES:
+            p.append(f"{PREFIX}FEATURE={self.feature!r} is not a feature; known: {', '.join(handspring_models.FEATURES)}")
+        if self.precision not in handspring_models.PRECISIONS:
+            p.append(f"{PREFIX}PRECISION={self.precision!r} must be one of {', '.join(handspring_models.PRECISIONS)}")
+        for name, minimum in (("threads", 1), ("preprocess_workers", 1), ("max_batch", 1),
+                              ("max_body_bytes", 1), ("max_items", 1), ("max_image_pixels", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                p.append(f"{PREFIX}{name.upper()}={value!r} must be an integer >= {minimum}")
+        if not isinstance(self.batch_window_ms, (int, float)) or not 0 <= self.batch_window_ms <= 10_000:
+            p.append(f"{PREFIX}BATCH_WINDOW_MS={self.batch_window_ms!r} must be a number of milliseconds in [0, 10000]")
+        if self.log_level not in LOG_LEVELS:
+            p.append(f"{PREFIX}LOG_LEVEL={self.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+        return p
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        problems: list[str] = []
+
+        def raw(name: str) -> str | None:
+            value = env.get(PREFIX + name)
+            return value.strip() if value is not None and value.strip() else None
+
+        if (v := raw("WEIGHTS_DIR")) is not None:
+            values["weights_dir"] = Path(v).expanduser()
+        if (v := raw("FEATURE")) is not None:
+            values["feature"] = v
+        if (v := raw("PRECISION")) is not None:
+            values["precision"] = v.lower()
+        if (v := raw("LOG_LEVEL")) is not None:
+            values["log_level"] = v.upper()
+        for field, parse in (("THREADS", _int), ("PREPROCESS_WORKERS", _int), ("MAX_BATCH", _int),
+                             ("MAX_ITEMS", _int), ("MAX_IMAGE_PIXELS", _int), ("MAX_BODY_BYTES", _bytes),
+                             ("BATCH_WINDOW_MS", _float)):
+            if (v := raw(field)) is None:
+                continue
+            try:
+                values[field.lower()] = parse(v)
+            except ValueError as e:
+                problems.append(f"{PREFIX}{field}={v!r}: {e}")
+        try:
+            settings = cls(**values)
+        except SettingsError as e:
+            problems.extend(str(e).removeprefix("invalid settings: ").split("; "))
+        if problems:
+            raise SettingsError("invalid settings: " + "; ".join(problems))
+        return settings
+
+    @property
+    def log_level_number(self) -> int:
+        return getattr(logging, self.log_level)
+
+    def public(self) -> dict:
+        """The settings as plain JSON-able values (for logs and /meta)."""
+        out = dataclasses.asdict(self)
+        out["weights_dir"] = str(self.weights_dir) if self.weights_dir is not None else None
+        return out
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text.replace("_", ""))
+    except ValueError:
+        raise ValueError("not an integer") from None
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if math.isnan(value):
+        raise ValueError("not a number")
+    return value
+
+
+_SIZE = re.compile(r"^\s*(\d[\d_]*)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1 << 10, "kib": 1 << 10, "m": 1000**2, "mb": 1000**2,
+          "mi": MiB, "mib": MiB, "g": 1000**3, "gb": 1000**3, "gi": 1 << 30, "gib": 1 << 30}
+
+
+def _bytes(text: str) -> int:
+    """``67108864``, ``64MiB``, ``64MB``, ``512KiB``..."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError("not a size in bytes (e.g. 67108864 or 64MiB)")
+    return int(m.group(1).replace("_", "")) * _UNITS[(m.group(2) or "").lower()]

@@ -1,0 +1,69 @@
+"""app/settings.py: HANDSPRING_* variables, defaults, validation with clear messages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import MiB, Settings, SettingsError, available_cpus
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_defaults():
+    s = Settings.from_env({})
+    assert s.weights_dir is None and s.feature == "clip_vit_b_32" and s.precision == "auto"
+    assert s.threads == available_cpus() == s.preprocess_workers and s.threads >= 1
+    assert s.batch_window_ms == 5.0 and s.max_batch == 32 and s.max_items == 256
+    assert s.max_body_bytes == 64 * MiB and s.max_image_pixels == 64_000_000 and s.log_level == "INFO"
+
+
+def test_every_variable_is_read():
+    s = Settings.from_env({
+        "HANDSPRING_WEIGHTS_DIR": "/models/clip", "HANDSPRING_FEATURE": "clip_vit_b_32_text",
+        "HANDSPRING_PRECISION": "BF16", "HANDSPRING_THREADS": "3", "HANDSPRING_PREPROCESS_WORKERS": "5",
+        "HANDSPRING_BATCH_WINDOW_MS": "2.5", "HANDSPRING_MAX_BATCH": "64", "HANDSPRING_MAX_BODY_BYTES": "16MiB",
+        "HANDSPRING_MAX_ITEMS": "1_000", "HANDSPRING_MAX_IMAGE_PIXELS": "1000000", "HANDSPRING_LOG_LEVEL": "debug",
+    })
+    assert s.weights_dir == Path("/models/clip") and s.feature == "clip_vit_b_32_text" and s.precision == "bf16"
+    assert (s.threads, s.preprocess_workers, s.batch_window_ms, s.max_batch) == (3, 5, 2.5, 64)
+    assert (s.max_body_bytes, s.max_items, s.max_image_pixels, s.log_level) == (16 * MiB, 1000, 1_000_000, "DEBUG")
+
+
+def test_empty_variables_count_as_unset():
+    assert Settings.from_env({"HANDSPRING_MAX_BATCH": "", "HANDSPRING_FEATURE": "  "}) == Settings.from_env({})
+
+
+@pytest.mark.parametrize("text, size", [("1024", 1024), ("64MiB", 64 * MiB), ("64mb", 64_000_000),
+                                        ("512 KiB", 512 * 1024), ("1G", 10**9)])
+def test_body_sizes(text, size):
+    assert Settings.from_env({"HANDSPRING_MAX_BODY_BYTES": text}).max_body_bytes == size
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({
+            "HANDSPRING_FEATURE": "clip_vit_l_14", "HANDSPRING_PRECISION": "fp8", "HANDSPRING_THREADS": "0",
+            "HANDSPRING_MAX_BATCH": "lots", "HANDSPRING_BATCH_WINDOW_MS": "-1", "HANDSPRING_MAX_BODY_BYTES": "big",
+            "HANDSPRING_LOG_LEVEL": "chatty",
+        })
+    message = str(info.value)
+    for name in ("FEATURE", "PRECISION", "THREADS", "MAX_BATCH", "BATCH_WINDOW_MS", "MAX_BODY_BYTES", "LOG_LEVEL"):
+        assert f"HANDSPRING_{name}" in message
+    assert "clip_vit_b_32" in message  # lists the features that exist
+    assert "'lots'" in message and "not an integer" in message
+
+
+def test_settings_built_in_code_are_validated_too():
+    with pytest.raises(SettingsError, match="MAX_ITEMS"):
+        Settings(max_items=0)
+    with pytest.raises(SettingsError, match="FEATURE"):
+        Settings(feature="nope")
+
+
+def test_public_is_json_ready():
+    import json
+
+    out = Settings(weights_dir=Path("/w")).public()
+    assert out["weights_dir"] == "/w" and json.loads(json.dumps(out)) == out
