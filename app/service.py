@@ -79,7 +79,7 @@ class Service:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Return at once; the model loads in a background thread."""
+        """Return at once; the model loads (and warms up) in a background thread."""
         if self.check:
             check_weights(self.settings)
         import torch
@@ -96,6 +96,10 @@ class Service:
         started = time.perf_counter()
         try:
             embedder = self.loader(self.settings)
+            # The first forward pass of each tower is slow (kernel selection): not on a client's request.
+            warmup = getattr(embedder, "warmup", None)
+            if callable(warmup):
+                warmup()
             result = (embedder, self._weights_info(embedder), time.perf_counter() - started)
             deliver = lambda: done.done() or done.set_result(result)
         except BaseException as e:  # noqa: BLE001 - reported on the loop
@@ -146,7 +150,7 @@ class Service:
         self.loaded.set()
         log.info(
             "loaded %s (model %s, modalities %s, dim %d) precision=%s (requested %s) weights=%s manifest=%s "
-            "in %.2fs; threads=%d preprocess_workers=%d batch_window_ms=%g max_batch=%d",
+            "in %.2fs (load and warm-up); threads=%d preprocess_workers=%d batch_window_ms=%g max_batch=%d",
             embedder.feature, embedder.model_name, ",".join(embedder.modalities), embedder.dim, embedder.precision,
             embedder.requested_precision, embedder.weights_dir, embedder.manifest_sha256, seconds,
             s.threads, s.preprocess_workers, s.batch_window_ms, s.max_batch,

@@ -96,6 +96,44 @@ def test_ready_is_503_until_the_model_is_loaded(app_settings, tiny_weights):
         assert c.post("/vectorize", content=b'{"texts": ["a"]}').status_code == 200
 
 
+def test_shutdown_during_a_slow_load_does_not_wait_for_it(app_settings):
+    gate = threading.Event()
+
+    def stuck_loader(settings):
+        gate.wait(60)
+        raise handspring_models.WeightsError("never mind")
+
+    app = create_app(app_settings(), loader=stuck_loader)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as c:
+            assert c.get("/.well-known/ready").status_code == 503
+        assert app.state.service.state == "stopped"
+    finally:
+        gate.set()
+
+
+def test_the_model_is_warmed_up_before_ready(app_settings):
+    calls = []
+
+    class Warm:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def warmup(self):
+            calls.append(time.monotonic())
+            self.inner.warmup()
+
+    def loader(settings):
+        return Warm(handspring_models.load(settings.feature, settings.weights_dir, precision="fp32"))
+
+    with TestClient(create_app(app_settings(), loader=loader), raise_server_exceptions=False) as c:
+        wait_ready(c)
+        assert len(calls) == 1
+
+
 def test_a_failed_load_keeps_ready_at_503_with_the_reason(app_settings):
     def broken_loader(settings):
         raise handspring_models.WeightsError("text.safetensors is corrupt")
