@@ -246,6 +246,9 @@ class Engine:
     def _submit(self, lane: _Lane, prepared: Any) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         item = _Item(prepared, loop.create_future(), loop.time())
+        if lane.task is None or lane.task.done():  # only after a bug killed the lane: fail, never hang
+            item.future.set_exception(EngineClosed(f"the {lane.modality} batching lane is not running"))
+            return item.future
         lane.pending.append(item)
         self._backlog += 1
         lane.wakeup.set()

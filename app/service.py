@@ -50,6 +50,12 @@ def check_weights(settings: Settings) -> None:
             f"{Path(folder) / 'config.json'} holds {config.get('model')!r}, but {settings.feature} needs {model!r}")
 
 
+def _consume(task: asyncio.Task) -> None:
+    """Retrieve a discarded task's outcome, so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
+
+
 def configure_logging(level: int) -> None:
     logger = logging.getLogger("handspring")
     logger.setLevel(level)
@@ -269,6 +275,7 @@ class Service:
             for task in tasks.values():
                 if not task.done():
                     task.cancel()
+                    task.add_done_callback(_consume)
         errors = [t.exception() for t in tasks.values() if t.done() and not t.cancelled()]
         for error in errors:  # field order: texts before images...
             if error is not None:

@@ -372,3 +372,17 @@ def test_encode_returning_the_wrong_shape_is_an_encode_error():
         await engine.stop()
 
     run(main())
+
+
+def test_a_dead_lane_fails_new_items_instead_of_hanging():
+    async def main():
+        engine = await started(Fake())
+        lane = engine._lanes["text"]
+        lane.task.cancel()  # simulate a crashed lane
+        await asyncio.gather(lane.task, return_exceptions=True)
+        with pytest.raises(EngineClosed):
+            await engine.embed("text", ["a"])
+        assert (await engine.embed("image", ["b"])).shape == (1, 3)  # the other lane still serves
+        await engine.stop()
+
+    run(main())
