@@ -308,9 +308,9 @@ class Engine:
             groups = [live]
         loop = asyncio.get_running_loop()
         for group in groups:
-            started = time.perf_counter()
             try:
-                out = await loop.run_in_executor(self._infer_pool, self._encode, modality, [i.prepared for i in group])
+                out, seconds = await loop.run_in_executor(self._infer_pool, self._encode, modality,
+                                                          [i.prepared for i in group])
             except Exception as e:
                 log.exception("encoding a %s batch of %d failed", modality, len(group))
                 self._notify("on_encode_error", modality, len(group))
@@ -319,16 +319,19 @@ class Engine:
                     if not item.future.done():
                         item.future.set_exception(error)
                 continue
-            self._notify("on_batch", modality, len(group), time.perf_counter() - started)
+            self._notify("on_batch", modality, len(group), seconds)
             for item, row in zip(group, out):
                 if not item.future.done():
                     item.future.set_result(row)
 
-    def _encode(self, modality: str, prepared: list[Any]) -> np.ndarray:
+    def _encode(self, modality: str, prepared: list[Any]) -> tuple[np.ndarray, float]:
+        """On the inference thread: the forward pass and its own duration (not the wait for the thread)."""
+        started = time.perf_counter()
         out = np.asarray(self.embedder.encode(modality, prepared))
+        seconds = time.perf_counter() - started
         if out.ndim != 2 or out.shape[0] != len(prepared):
             raise RuntimeError(f"encode returned shape {out.shape} for {len(prepared)} inputs")
-        return out
+        return out, seconds
 
     def _notify(self, method: str, *args) -> None:
         if self._observer is None:
