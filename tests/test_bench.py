@@ -1,0 +1,115 @@
+"""The benchmark runs end to end (``python -m bench --quick``: tiny model, a few requests) and
+writes a complete, sane bench.json and a plot. No timing is asserted: it is a benchmark, not a test."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _numbers(obj, path=""):
+    """(path, value) for every number in a JSON tree (booleans excluded)."""
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield path, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{path}[{i}]")
+
+
+def _positive_finite(obj, path):
+    found = list(_numbers(obj, path))
+    assert found, f"no numbers under {path}"
+    bad = [(p, v) for p, v in found if not (math.isfinite(v) and v > 0) and not p.endswith(("errors", "gemm_n"))]
+    assert not bad, bad[:10]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    results = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([sys.executable, "-m", "bench", "--quick", "--results", str(results)], cwd=REPO,
+                          check=False, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return results, json.loads((results / "bench.json").read_text()), proc.stdout
+
+
+def test_quick_writes_json_plot_and_table(quick_run):
+    results, data, stdout = quick_run
+    assert set(data) >= {"meta", "checkpoint", "service", "model", "fidelity", "targets"}
+    assert data["meta"]["quick"] is True
+    png = results / "throughput.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for heading in ("(a) SERVICE", "(b) MODEL ALONE", "(c) FIDELITY", "TARGETS"):
+        assert heading in stdout
+
+
+def test_service_section(quick_run):
+    _, data, _ = quick_run
+    svc = data["service"]
+    clients = svc["clients"]
+    assert set(svc["servers"]) >= {"reference", "handspring", "handspring_fp32"}
+    for name, server in svc["servers"].items():
+        assert "error" not in server, (name, server.get("error"))
+        for key in ("ready_s", "peak_rss_mb", "rss_at_ready_mb"):
+            assert math.isfinite(server[key]) and server[key] > 0, (name, key)
+        assert server["single_text"]["p50_ms"] > 0
+        for modality in ("image", "text"):
+            point = server["load"][modality][str(clients)]
+            assert point["errors"] == 0, (name, modality, point["first_error"])
+            assert point["requests"] > 0
+            _positive_finite({k: point[k] for k in ("req_per_s", "p50_ms", "p99_ms", "seconds")}, f"{name}.{modality}")
+    for name in ("reference", "handspring"):  # the throughput curve: every concurrency
+        for modality in ("image", "text"):
+            assert set(svc["servers"][name]["load"][modality]) == {str(c) for c in svc["concurrency"]}
+    summary = svc["summary"]
+    for name in ("handspring", "handspring_fp32"):
+        _positive_finite(summary["ratios"][name], f"ratios.{name}")
+
+
+def test_model_section(quick_run):
+    _, data, _ = quick_run
+    model = data["model"]
+    assert set(model["gemm_peak_gflops"]) == {"fp32", "bf16"}
+    _positive_finite(model["gemm_peak_gflops"], "gemm_peak")
+    for modality in ("image", "text"):
+        rows = model[modality]
+        combos = {(r["impl"], r["precision"], r["batch"]) for r in rows}
+        assert combos == {(i, p, b) for i in ("transformers", "handspring") for p in ("fp32", "bf16")
+                          for b in model["batch_sizes"]}
+        for r in rows:
+            _positive_finite({k: r[k] for k in ("items_per_s", "ms_per_item", "gflops", "peak_fraction",
+                                                "vs_transformers_fp32")}, f"{modality}")
+    assert model["preprocess"] and all(r["ms"] > 0 for r in model["preprocess"])
+
+
+def test_fidelity_and_targets(quick_run):
+    _, data, _ = quick_run
+    fid = data["fidelity"]
+    for key in ("vs_fp32", "vs_transformers", "model_vs_transformers"):
+        assert set(fid[key]) == {"fp32", "bf16"}
+        for p, f in fid[key].items():
+            for modality in ("image", "text"):
+                assert 0 < f[modality]["min_cos"] <= 1 + 1e-6, (key, p, modality)
+    # fp32 is the exact mode, even on the tiny model; the same answers come back over HTTP
+    assert fid["vs_transformers"]["fp32"]["image"]["min_cos"] > 0.99999
+    assert fid["vs_transformers"]["fp32"]["text"]["min_cos"] > 0.99999
+    assert set(fid["service"]) >= {"handspring", "handspring_fp32"}
+    assert fid["service"]["handspring_fp32"]["text"]["min_cos"] > 0.99999
+    names = {t["name"] for t in data["targets"]}
+    assert {"image throughput vs reference", "text throughput vs reference", "single text alone, median",
+            "peak RSS vs reference", "fp32 image throughput vs reference"} <= names
+    for t in data["targets"]:
+        assert t["value"] is not None and math.isfinite(t["value"]) and t["value"] > 0, t
+        assert isinstance(t["met"], bool)
