@@ -109,13 +109,16 @@ def machine_meta(args) -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, check=False,
                                 text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, check=False, text=True, timeout=5).stdout.split("\n")
     except (OSError, subprocess.SubprocessError):
-        commit = ""
+        commit, dirty = "", []
     from handspring_models.precision import native_bf16, resolve
 
     return {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick, "checkpoint": args.model_size, "git_commit": commit,
+        "git_modified": [line[3:] for line in dirty if line.strip()],
         "cpu": cpu, "cores": os.cpu_count(), "mem_gb": psutil.virtual_memory().total / 2**30,
         "native_bf16": native_bf16(), "auto_resolves_to": resolve("auto"),
         "loadavg_start": list(os.getloadavg()),

@@ -101,6 +101,8 @@ def format_report(result: dict) -> str:
     parts.append(f"machine: {meta['cpu']} | {meta['cores']} cores | {meta['mem_gb']:.0f} GB | torch {meta['torch']} "
                  f"({meta['torch_threads']} threads) | transformers {meta['transformers']} | load avg at start "
                  f"{meta['loadavg_start'][0]:.2f}")
+    parts.append(f"code: git {meta.get('git_commit', '?')}"
+                 + (f" + uncommitted changes in {', '.join(meta['git_modified'])}" if meta.get("git_modified") else ""))
     parts.append(f"checkpoint: one random-weight {meta['checkpoint']} CLIP ViT-B/32 (transformers CLIPModel), served by both")
 
     svc = result.get("service")
