@@ -188,7 +188,8 @@ def run_servers(args, ckpt, photos, captions) -> tuple[dict, dict]:
                         point = load.run_load(server.url, bodies, field, c, duration=args.duration)
                         entry["load"][modality][str(c)] = point
                         log(f"    {modality:5s} x{c}: {point['req_per_s']:7.2f} req/s  p50 {point['p50_ms']:7.1f} ms  "
-                            f"p99 {point['p99_ms']:7.1f} ms  ({point['requests']} requests"
+                            f"p99 {point['p99_ms']:7.1f} ms  client {point['client_cores']:.2f} cores  "
+                            f"({point['requests']} requests"
                             + (f", {point['errors']} errors: {point['first_error']})" if point["errors"] else ")"))
         except Exception as e:  # noqa: BLE001  (keep what was measured, say what broke)
             log(f"!! {spec.name} failed: {type(e).__name__}: {e}\n{server.log_tail()}")

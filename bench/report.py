@@ -289,16 +289,22 @@ def plot(result: dict, path: Path) -> bool:
                             ha="center", fontsize=8, color="tab:blue")
         ax.set_xscale("log", base=2)
         ax.set_xticks(svc["concurrency"], [str(c) for c in svc["concurrency"]])
-        ax.set_ylim(bottom=0)
+        top = max((p["req_per_s"] for srv in svc["servers"].values()
+                   for p in srv.get("load", {}).get(modality, {}).values()), default=1.0)
+        ax.set_ylim(0, top * 1.15)
         ax.set_xlabel("concurrent clients (one object per request)")
         ax.set_ylabel("requests/s")
         ax.set_title(f"{modality}s" + (" (JPEG photos 0.1-12 MP)" if modality == "image" else " (captions)"))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
     meta = result["meta"]
     fig.suptitle(f"Throughput vs concurrency, same weights, same machine ({meta['cores']} cores)"
                  + ("  [QUICK mode: tiny model]" if meta["quick"] else ""), fontsize=10)
-    fig.tight_layout()
+    handles: dict = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
