@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .kernels import Linear, linear
+
 
 @dataclass(frozen=True)
 class VisionConfig:
@@ -63,11 +65,11 @@ class MultiheadAttention(nn.Module):
         self.heads = heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
         self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
-        self.out_proj = nn.Linear(width, width)
+        self.out_proj = Linear(width, width)
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         b, n, d = x.shape  # batch, tokens, width
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        qkv = linear(x, self.in_proj_weight, self.in_proj_bias)
         q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [b, h, n, d/h]
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
@@ -76,9 +78,9 @@ class MultiheadAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, width: int, activation: str):
         super().__init__()
-        self.c_fc = nn.Linear(width, 4 * width)
+        self.c_fc = Linear(width, 4 * width)
         self.gelu = QuickGELU() if activation == "quick_gelu" else nn.GELU()
-        self.c_proj = nn.Linear(4 * width, width)
+        self.c_proj = Linear(4 * width, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c_proj(self.gelu(self.c_fc(x)))

@@ -17,6 +17,7 @@ from PIL import Image
 
 from . import precision as precision_modes
 from .clip import CLIP, CLIPConfig
+from .kernels import pack_linear_weights
 from .preprocess import DEFAULT_MAX_PIXELS, InvalidInputError, decode_image, preprocess_image
 from .tokenizer import Tokenizer
 from .weights import WeightsError, load_component, manifest_sha256, read_config
@@ -67,7 +68,9 @@ class CLIPEmbedder:
             model.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as e:
             raise WeightsError(f"weights in {folder} do not fit the {self.model_name} architecture: {e}") from None
+        del state  # the model holds the only reference now, so packing frees each dense weight as it goes
         self.model = model.eval().requires_grad_(False)
+        self.packed_weights = pack_linear_weights(self.model)
         self.tokenizer = None
         if "text" in self.modalities:
             tokenizer_file = folder / meta.get("tokenizer", "merges.txt")
