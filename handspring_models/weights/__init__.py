@@ -114,7 +114,9 @@ _REOPEN_BYTES = 64 << 20
 
 
 def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return tensor.to(dtype) if tensor.is_floating_point() else tensor
+    # Always a copy: a tensor left on the file mapping keeps the whole mapping (and every page
+    # read through it) resident for as long as the model lives.
+    return tensor.to(dtype if tensor.is_floating_point() else tensor.dtype, copy=True)
 
 
 def manifest_sha256(folder: Path) -> str | None:
