@@ -7,7 +7,9 @@ here, across requests:
   event loop. An item that fails to prepare fails only its own request, with its index.
 - Prepared items wait in one lane per modality. A lane's collector takes the oldest item and
   everything that arrives within ``batch_window_ms`` of it (up to ``max_batch``), then runs one
-  ``encode`` for them on the single inference thread (torch parallelises inside with its
+  ``encode`` for them on the single inference thread. It waits only while more items of its
+  modality are still being prepared: a lone request runs at once (no window added to its
+  latency), and under load the batch fills while the previous one runs (torch parallelises inside with its
   intra-op threads), and hands every item its own row. Texts are sorted by length and split
   where padding would more than double the work, since the model pads to the longest text.
 - If ``encode`` raises, the items of that batch fail (``EncodeError``) and the lane goes on.
@@ -86,6 +88,7 @@ class _Lane:
     pending: collections.deque = field(default_factory=collections.deque)
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+    preparing: int = 0  # items of this modality still being prepared: worth waiting for
 
 
 def group_by_length(lengths: Sequence[int], max_padding_ratio: float = 2.0, floor: int = 8) -> list[list[int]]:
@@ -227,12 +230,16 @@ class Engine:
 
     async def _prepare_all(self, modality: str, items: Sequence[Any], label: str) -> list[Any]:
         loop = asyncio.get_running_loop()
+        lane = self._lanes[modality]
         self._preparing += len(items)
+        lane.preparing += len(items)
         futures = [loop.run_in_executor(self._prep_pool, self._prepare_one, modality, item) for item in items]
         try:
             results = await asyncio.gather(*futures, return_exceptions=True)
         finally:
             self._preparing -= len(items)
+            lane.preparing -= len(items)
+            lane.wakeup.set()  # a collector waiting for these re-checks
         for index, r in enumerate(results):
             if isinstance(r, self._client_errors):
                 raise ItemError(label, index, str(r) or type(r).__name__) from None
@@ -265,9 +272,10 @@ class Engine:
                         return
                     lane.wakeup.clear()
                     await lane.wakeup.wait()
-                # Collect: until max_batch, or the window after the oldest item has passed.
+                # Collect: until max_batch, the window after the oldest item has passed, or nothing
+                # more of this modality is on its way.
                 deadline = lane.pending[0].enqueued + self.window
-                while len(lane.pending) < self.max_batch and self._accepting:
+                while len(lane.pending) < self.max_batch and self._accepting and lane.preparing > 0:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break

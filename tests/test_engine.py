@@ -127,16 +127,42 @@ def test_window_waits_for_more_items_until_max_batch():
     run(main())
 
 
-def test_window_holds_a_lone_item_and_stop_flushes_it():
+def test_a_lone_item_runs_at_once_whatever_the_window():
+    """Nothing else is on its way, so waiting out the window would only add latency."""
     async def main():
         fake = Fake()
         engine = await started(fake, batch_window_ms=LONG, max_batch=8)
-        task = asyncio.create_task(engine.embed("text", ["alone"]))
-        await wait_until(lambda: engine.queue_depth == 1, "the item queued")
+        out = await engine.embed("text", ["alone"])
+        np.testing.assert_array_equal(out[0], vector("text", "alone"))
+        assert fake.sizes() == [1]
+        await engine.stop()
+
+    run(main())
+
+
+def test_window_waits_for_items_still_being_prepared():
+    """A prepared item waits (within the window) for items of its modality still being decoded."""
+    async def main():
+        fake = Fake()
+        released = threading.Event()
+        original = fake.prepare
+
+        def prepare(modality, item):
+            if item == "slow":
+                assert released.wait(30)
+            return original(modality, item)
+
+        fake.prepare = prepare
+        engine = await started(fake, batch_window_ms=LONG, max_batch=8)
+        fast = asyncio.create_task(engine.embed("image", ["fast"]))
+        slow = asyncio.create_task(engine.embed("image", ["slow"]))
+        await wait_until(lambda: engine.queue_depth == 1, "the fast item prepared and queued")
         await asyncio.sleep(0.05)
-        assert not task.done() and fake.batches == []  # waiting for company within the window
-        await engine.stop()  # drains at once instead of waiting out the window
-        np.testing.assert_array_equal((await task)[0], vector("text", "alone"))
+        assert not fast.done() and fake.batches == []  # waiting for its company
+        released.set()
+        await asyncio.gather(fast, slow)
+        assert fake.sizes() == [2]
+        await engine.stop()
 
     run(main())
 
