@@ -32,6 +32,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .cpu_gate import CpuGate
+
 log = logging.getLogger("handspring.engine")
 
 # What a failing ``prepare`` may raise for a bad input (the library's InvalidInputError and
@@ -122,6 +124,7 @@ class Engine:
         max_batch: int = 32,
         preprocess_workers: int = 2,
         observer: Observer | None = None,
+        cpu_gate: CpuGate | None = None,
         client_errors: tuple[type[BaseException], ...] = CLIENT_ERRORS,
     ):
         if max_batch < 1 or preprocess_workers < 1 or batch_window_ms < 0:
@@ -133,6 +136,7 @@ class Engine:
         self.preprocess_workers = preprocess_workers
         self._prepare = prepare or embedder.prepare
         self._observer = observer
+        self._gate = cpu_gate or CpuGate(enabled=False)
         self._client_errors = client_errors
         self._lanes: dict[str, _Lane] = {}
         self._prep_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -248,7 +252,10 @@ class Engine:
         return results
 
     def _prepare_one(self, modality: str, item: Any) -> Any:
-        return self._prepare(modality, item)
+        if modality == "text":  # tokenizing is cheap: it need not wait for the model's turn
+            return self._prepare(modality, item)
+        with self._gate.decoding():
+            return self._prepare(modality, item)
 
     def _submit(self, lane: _Lane, prepared: Any) -> asyncio.Future:
         loop = asyncio.get_running_loop()
@@ -334,9 +341,10 @@ class Engine:
 
     def _encode(self, modality: str, prepared: list[Any]) -> tuple[np.ndarray, float]:
         """On the inference thread: the forward pass and its own duration (not the wait for the thread)."""
-        started = time.perf_counter()
-        out = np.asarray(self.embedder.encode(modality, prepared))
-        seconds = time.perf_counter() - started
+        with self._gate.forward_pass():
+            started = time.perf_counter()
+            out = np.asarray(self.embedder.encode(modality, prepared))
+            seconds = time.perf_counter() - started
         if out.ndim != 2 or out.shape[0] != len(prepared):
             raise RuntimeError(f"encode returned shape {out.shape} for {len(prepared)} inputs")
         return out, seconds

@@ -20,6 +20,7 @@ import numpy as np
 
 import handspring_models
 
+from .cpu_gate import CpuGate
 from .engine import EncodeError, Engine, EngineClosed, ItemError
 from .errors import ApiError
 from .metrics import Metrics
@@ -145,7 +146,8 @@ class Service:
             return
         s = self.settings
         engine = Engine(embedder, prepare=self._make_prepare(embedder), batch_window_ms=s.batch_window_ms,
-                        max_batch=s.max_batch, preprocess_workers=s.preprocess_workers, observer=self.metrics)
+                        max_batch=s.max_batch, preprocess_workers=s.preprocess_workers, observer=self.metrics,
+                        cpu_gate=CpuGate(enabled=s.take_turns))
         await engine.start()
         self.embedder, self.engine, self.load_seconds = embedder, engine, seconds
         self.info = weights_info
@@ -156,10 +158,11 @@ class Service:
         self.loaded.set()
         log.info(
             "loaded %s (model %s, modalities %s, dim %d) precision=%s (requested %s) weights=%s manifest=%s "
-            "in %.2fs (load and warm-up); threads=%d preprocess_workers=%d batch_window_ms=%g max_batch=%d",
+            "in %.2fs (load and warm-up); threads=%d preprocess_workers=%d batch_window_ms=%g max_batch=%d "
+            "take_turns=%s",
             embedder.feature, embedder.model_name, ",".join(embedder.modalities), embedder.dim, embedder.precision,
             embedder.requested_precision, embedder.weights_dir, embedder.manifest_sha256, seconds,
-            s.threads, s.preprocess_workers, s.batch_window_ms, s.max_batch,
+            s.threads, s.preprocess_workers, s.batch_window_ms, s.max_batch, s.take_turns,
         )
 
     @staticmethod
@@ -223,6 +226,7 @@ class Service:
                 "max_batch": s.max_batch,
                 "preprocess_workers": s.preprocess_workers,
                 "threads": s.threads,
+                "take_turns": s.take_turns,
             },
             "limits": {
                 "max_body_bytes": s.max_body_bytes,

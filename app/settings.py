@@ -65,7 +65,12 @@ class Settings:
     precision: str = "auto"
     threads: int = dataclasses.field(default_factory=available_cpus)  # torch intra-op threads
     preprocess_workers: int = dataclasses.field(default_factory=available_cpus)
-    batch_window_ms: float = 5.0
+    # How long a prepared item may wait for items of its modality still being decoded, to share
+    # their forward pass; a lone request never waits (see app/engine.py).
+    batch_window_ms: float = 100.0
+    # Decoding and the forward pass take turns on the cores instead of stalling each other
+    # (app/cpu_gate.py). Off pays only where decoding has cores of its own.
+    take_turns: bool = True
     max_batch: int = 32
     max_body_bytes: int = 64 * MiB
     max_items: int = 256
@@ -112,6 +117,11 @@ class Settings:
             values["precision"] = v.lower()
         if (v := raw("LOG_LEVEL")) is not None:
             values["log_level"] = v.upper()
+        if (v := raw("TAKE_TURNS")) is not None:
+            try:
+                values["take_turns"] = _bool(v)
+            except ValueError as e:
+                problems.append(f"{PREFIX}TAKE_TURNS={v!r}: {e}")
         for field, parse in (("THREADS", _int), ("PREPROCESS_WORKERS", _int), ("MAX_BATCH", _int),
                              ("MAX_ITEMS", _int), ("MAX_IMAGE_PIXELS", _int), ("MAX_BODY_BYTES", _bytes),
                              ("BATCH_WINDOW_MS", _float)):
@@ -145,6 +155,15 @@ def _int(text: str) -> int:
         return int(text.replace("_", ""))
     except ValueError:
         raise ValueError("not an integer") from None
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("not a boolean (true/false, 1/0, yes/no, on/off)")
 
 
 def _float(text: str) -> float:

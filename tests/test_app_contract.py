@@ -175,7 +175,7 @@ def test_meta(client, tiny_clip, tiny_weights):
     assert meta["weights"] == {"dir": str(tiny_weights), "manifest_sha256": tiny_clip.manifest_sha256,
                                "source": config["source"], "license": config["license"]}
     assert meta["version"] == handspring_models.__version__
-    assert set(meta["batching"]) == {"window_ms", "max_batch", "preprocess_workers", "threads"}
+    assert set(meta["batching"]) == {"window_ms", "max_batch", "preprocess_workers", "threads", "take_turns"}
     assert set(meta["limits"]) == {"max_body_bytes", "max_items", "max_image_pixels"}
 
 

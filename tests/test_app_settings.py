@@ -15,7 +15,7 @@ def test_defaults():
     s = Settings.from_env({})
     assert s.weights_dir is None and s.feature == "clip_vit_b_32" and s.precision == "auto"
     assert s.threads == available_cpus() == s.preprocess_workers and s.threads >= 1
-    assert s.batch_window_ms == 5.0 and s.max_batch == 32 and s.max_items == 256
+    assert s.batch_window_ms == 100.0 and s.max_batch == 32 and s.max_items == 256 and s.take_turns is True
     assert s.max_body_bytes == 64 * MiB and s.max_image_pixels == 64_000_000 and s.log_level == "INFO"
 
 
@@ -25,10 +25,17 @@ def test_every_variable_is_read():
         "HANDSPRING_PRECISION": "BF16", "HANDSPRING_THREADS": "3", "HANDSPRING_PREPROCESS_WORKERS": "5",
         "HANDSPRING_BATCH_WINDOW_MS": "2.5", "HANDSPRING_MAX_BATCH": "64", "HANDSPRING_MAX_BODY_BYTES": "16MiB",
         "HANDSPRING_MAX_ITEMS": "1_000", "HANDSPRING_MAX_IMAGE_PIXELS": "1000000", "HANDSPRING_LOG_LEVEL": "debug",
+        "HANDSPRING_TAKE_TURNS": "off",
     })
     assert s.weights_dir == Path("/models/clip") and s.feature == "clip_vit_b_32_text" and s.precision == "bf16"
     assert (s.threads, s.preprocess_workers, s.batch_window_ms, s.max_batch) == (3, 5, 2.5, 64)
     assert (s.max_body_bytes, s.max_items, s.max_image_pixels, s.log_level) == (16 * MiB, 1000, 1_000_000, "DEBUG")
+    assert s.take_turns is False
+
+
+def test_take_turns_must_be_a_boolean():
+    with pytest.raises(SettingsError, match="HANDSPRING_TAKE_TURNS='sometimes'"):
+        Settings.from_env({"HANDSPRING_TAKE_TURNS": "sometimes"})
 
 
 def test_empty_variables_count_as_unset():

@@ -412,3 +412,41 @@ def test_a_dead_lane_fails_new_items_instead_of_hanging():
         await engine.stop()
 
     run(main())
+
+
+def test_cpu_gate_lets_decodes_share_and_the_forward_pass_run_alone():
+    from app.cpu_gate import CpuGate
+
+    gate = CpuGate()
+    log: list[str] = []
+    both_decoding = threading.Barrier(2, timeout=10)
+    forward_waiting = threading.Event()
+
+    def decode(name):
+        with gate.decoding():
+            log.append(f"{name} in")
+            both_decoding.wait()  # two decodes are inside together
+            assert forward_waiting.wait(10)
+            log.append(f"{name} out")
+
+    def forward():
+        forward_waiting.set()
+        with gate.forward_pass():
+            log.append("forward")
+
+    decoders = [threading.Thread(target=decode, args=(n,)) for n in ("a", "b")]
+    for t in decoders:
+        t.start()
+    model = threading.Thread(target=forward)
+    model.start()
+    for t in (*decoders, model):
+        t.join(10)
+    assert log.index("forward") > max(log.index("a out"), log.index("b out"))  # waited for both decodes
+    late: list[str] = []
+    with gate.forward_pass():  # while the model has its turn, a new decode waits
+        t = threading.Thread(target=lambda: gate.decoding().__enter__() or late.append("decoded"))
+        t.start()
+        t.join(0.2)
+        assert late == []
+    t.join(10)
+    assert late == ["decoded"]
