@@ -142,7 +142,9 @@ class CLIP(nn.Module):
         self.visual = VisionTransformer(cfg.vision, cfg.embed_dim, act, eps) if with_vision else None
         if with_text:
             t = cfg.text
-            self.token_embedding = nn.Embedding(t.vocab_size, t.width)
+            # Given storage, nn.Embedding skips its random init; on the meta device (how the weights
+            # are loaded) that init would import torch._dynamo: 1.4 s of start-up for nothing.
+            self.token_embedding = nn.Embedding(t.vocab_size, t.width, _weight=torch.empty(t.vocab_size, t.width))
             self.positional_embedding = nn.Parameter(torch.empty(t.context_length, t.width))
             self.transformer = Transformer(t.width, t.layers, t.heads, act, eps)
             self.ln_final = nn.LayerNorm(t.width, eps=eps)

@@ -8,6 +8,7 @@ pass over a list of prepared inputs. ``embed_images``/``embed_texts`` chain the 
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -56,6 +57,13 @@ class CLIPEmbedder:
         self.image_size = self.config.vision.image_size
         self.manifest_sha256 = manifest_sha256(folder)
 
+        # The tokenizer (pure Python) builds in a thread while the weights load (native code that
+        # releases the GIL): ~0.2 s off start-up.
+        tokenizer = None
+        if "text" in self.modalities:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="handspring-tokenizer")
+            tokenizer = pool.submit(self._load_tokenizer, folder / meta.get("tokenizer", "merges.txt"))
+            pool.shutdown(wait=False)  # the submitted build still runs; result() below waits for it
         with torch.device("meta"):  # no memory for weights about to be replaced
             model = CLIP(self.config, with_vision="image" in self.modalities, with_text="text" in self.modalities)
         state: dict[str, torch.Tensor] = {}
@@ -71,15 +79,15 @@ class CLIPEmbedder:
         del state  # the model holds the only reference now, so packing frees each dense weight as it goes
         self.model = model.eval().requires_grad_(False)
         self.packed_weights = pack_linear_weights(self.model)
-        self.tokenizer = None
-        if "text" in self.modalities:
-            tokenizer_file = folder / meta.get("tokenizer", "merges.txt")
-            if not tokenizer_file.is_file():
-                raise WeightsError(f"{tokenizer_file} is missing")
-            try:
-                self.tokenizer = Tokenizer.from_file(tokenizer_file, self.config.text.context_length)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise WeightsError(f"{tokenizer_file} is corrupt: {e}") from None
+        self.tokenizer = tokenizer.result() if tokenizer is not None else None
+
+    def _load_tokenizer(self, path: Path) -> Tokenizer:
+        if not path.is_file():
+            raise WeightsError(f"{path} is missing")
+        try:
+            return Tokenizer.from_file(path, self.config.text.context_length)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise WeightsError(f"{path} is corrupt: {e}") from None
 
     # ------------------------------------------------------------ two-step interface
 
