@@ -14,12 +14,15 @@ from fastapi import FastAPI
 import handspring_models
 
 from . import errors
+from .memory import limit_malloc_arenas
 from .metrics import Metrics, MetricsMiddleware
 from .routes import router
 from .service import Loader, Service, configure_logging
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("handspring.app")
+
+limit_malloc_arenas()  # at import: before the server starts any thread
 
 
 def create_app(settings: Settings | None = None, loader: Loader | None = None) -> FastAPI:
