@@ -106,7 +106,7 @@ def create_app(weights: str) -> FastAPI:
             text_vectors, image_vectors = await state["clip"].vectorize_async(payload)
             return {"textVectors": text_vectors, "imageVectors": image_vectors}
         except Exception as e:  # as upstream: every failure is a 500 with the message
-            logger.exception("Something went wrong while vectorizing data.")
+            logger.exception("reference vectorize failed")
             response.status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
             return {"error": str(e)}
 
