@@ -144,3 +144,15 @@ def test_random_demo_weights_are_labelled_and_load(tmp_path):
     assert "random" in config["source"] and "NOT a trained model" in config["source"]
     model = handspring_models.load("clip_vit_b_32_text", tmp_path / "demo")
     assert model.embed_texts(["hello"]).shape == (1, 512)
+
+
+def test_ensure_prints_only_the_folder_to_serve(tmp_path):
+    """`make run` serves what `ensure` prints: offline it is the labelled random demo, alone on stdout."""
+    env = {"PATH": "/usr/bin:/bin", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    run = subprocess.run([sys.executable, "-m", "handspring_models.weights", "ensure", "clip_vit_b_32",
+                          "--out", str(tmp_path / "clip")], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str(tmp_path / "clip-random-demo")
+    assert "RANDOM-WEIGHT demo model" in run.stderr
+    assert json.loads((tmp_path / "clip-random-demo" / "config.json").read_text())["source"].startswith("random")

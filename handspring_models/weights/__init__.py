@@ -191,7 +191,7 @@ def find_merges(src: Path, explicit: Path | None) -> Path:
     return Path(_hub_download(HUB_SOURCES["clip_vit_b_32"]["repo_id"], ["merges.txt"]) ) / "merges.txt"
 
 
-def convert(src: Path, model: str, out: Path, merges: Path | None = None) -> None:
+def convert(src: Path, model: str, out: Path, merges: Path | None = None, source: str | None = None) -> None:
     from .. import clip_checkpoint as ckpt
 
     if model not in MODELS:
@@ -200,17 +200,17 @@ def convert(src: Path, model: str, out: Path, merges: Path | None = None) -> Non
         if not (src / "config.json").is_file():
             raise WeightsError(f"{src}: a Hugging Face CLIPModel folder needs config.json")
         config, state = ckpt.load_hf_folder(src)
-        source = f"huggingface:{src.name}"
+        default_source = f"huggingface:{src.name}"
     elif src.is_file():
         state = ckpt.load_openai_state_dict(src)
         config = ckpt.config_from_openai(state)
-        source = f"openai:{src.name}"
+        default_source = f"openai:{src.name}"
     else:
         raise WeightsError(f"{src} does not exist")
     merges_path = find_merges(src, merges)
     _check_loads(config, state)
-    write_folder(out, model, config.to_dict(), ckpt.split_by_modality(state), merges_path, source,
-                 HUB_SOURCES[model]["license"])
+    write_folder(out, model, config.to_dict(), ckpt.split_by_modality(state), merges_path,
+                 source if source is not None else default_source, HUB_SOURCES[model]["license"])
 
 
 def _check_loads(config, state: dict[str, torch.Tensor]) -> None:
@@ -251,7 +251,7 @@ def _write_atomically(out: Path, write) -> None:
         out.mkdir(parents=True, exist_ok=True)
         for f in staging.iterdir():
             shutil.move(str(f), out / f.name)
-    print(f"wrote {out}")
+    print(f"wrote {out}", file=sys.stderr)  # stdout is for `ensure`'s answer
 
 
 def download(model: str, out: Path) -> None:
@@ -261,7 +261,7 @@ def download(model: str, out: Path) -> None:
     folder = Path(_hub_download(repo_id, ["config.json", "merges.txt", "vocab.json", "model.safetensors"]))
     if not (folder / "model.safetensors").is_file():  # older snapshots have only the pickle
         folder = Path(_hub_download(repo_id, ["config.json", "merges.txt", "vocab.json", "pytorch_model.bin"]))
-    convert(folder, model, out)
+    convert(folder, model, out, source=f"huggingface:{repo_id}@{folder.name}")  # folder: the revision
 
 
 def random_weights(model: str, out: Path, seed: int = 0) -> None:
@@ -306,8 +306,8 @@ def ensure(model: str, out: Path) -> Path:
         return out
     except WeightsError as e:
         demo = out.with_name(f"{out.name}-random-demo")
-        if not (demo / CONFIG).is_file():
-            random_weights(model, demo)
+        if not (demo / MANIFEST).is_file():
+            _write_atomically(demo, lambda staging: random_weights(model, staging))
         print(f"\n*** {e}\n*** Serving a RANDOM-WEIGHT demo model from {demo}: the API works, the vectors mean "
               f"nothing. Get the real weights with `make download` (needs internet) or set "
               f"HANDSPRING_WEIGHTS_DIR.\n", file=sys.stderr)
