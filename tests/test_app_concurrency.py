@@ -1,7 +1,9 @@
 """Many requests at once, in-process: batching across requests gives the same vectors as one by
 one, a bad input or a failing batch hurts only its own requests, probes answer while the model
 is busy, and shutdown lets in-flight requests finish. Deterministic: the model is held on a gate
-while requests queue up, instead of relying on timing."""
+while requests queue up, instead of relying on timing. Those tests turn HANDSPRING_TAKE_TURNS
+off: taking turns rightly pauses decoding while the model runs, so a held model would also hold
+the decodes they wait for."""
 
 from __future__ import annotations
 
@@ -103,7 +105,7 @@ def items_in(bodies) -> int:
 
 
 def test_32_concurrent_requests_are_batched_and_equal_sequential_ones(app_settings, serve_app, tiny_clip, pictures):
-    app, holder = spy_app(app_settings(), hold_first=True)
+    app, holder = spy_app(app_settings(take_turns=False), hold_first=True)
     bodies = mixed_requests(pictures)
 
     async def main():
@@ -133,7 +135,7 @@ def test_32_concurrent_requests_are_batched_and_equal_sequential_ones(app_settin
 
 
 def test_a_bad_image_among_concurrent_requests_fails_only_its_own(app_settings, serve_app, tiny_clip, pictures):
-    app, holder = spy_app(app_settings(), hold_first=True)
+    app, holder = spy_app(app_settings(take_turns=False), hold_first=True)
     good = [{"images": [b64(pictures[i % 4])], "texts": [f"request {i}"]} for i in range(10)]
     truncated = pictures[0][: len(pictures[0]) // 2]
     bad = [{"images": [b64(b"definitely not an image")]},
@@ -160,7 +162,7 @@ def test_a_bad_image_among_concurrent_requests_fails_only_its_own(app_settings, 
 
 
 def test_a_failing_forward_pass_fails_only_its_batch(app_settings, serve_app, tiny_clip):
-    app, holder = spy_app(app_settings(), hold_first=True, fail_first=True)
+    app, holder = spy_app(app_settings(take_turns=False), hold_first=True, fail_first=True)
 
     async def main():
         async with serve_app(app) as client:
@@ -183,7 +185,7 @@ def test_a_failing_forward_pass_fails_only_its_batch(app_settings, serve_app, ti
 
 
 def test_probes_and_meta_answer_while_the_model_is_busy(app_settings, serve_app):
-    app, holder = spy_app(app_settings(), hold_first=True)
+    app, holder = spy_app(app_settings(take_turns=False), hold_first=True)
 
     async def main():
         async with serve_app(app) as client:
@@ -208,7 +210,7 @@ def test_probes_and_meta_answer_while_the_model_is_busy(app_settings, serve_app)
 def test_shutdown_lets_in_flight_requests_finish(app_settings, tiny_clip):
     import httpx
 
-    app, holder = spy_app(app_settings(), hold_first=True)
+    app, holder = spy_app(app_settings(take_turns=False), hold_first=True)
 
     async def main():
         lifespan = app.router.lifespan_context(app)
@@ -238,3 +240,22 @@ def test_shutdown_lets_in_flight_requests_finish(app_settings, tiny_clip):
     assert late.status_code == 503 and late.json() == {"error": "shutting down"}
     assert not_ready.status_code == 503
     assert state == "stopped"
+
+
+def test_taking_turns_serves_concurrent_mixed_requests_like_sequential_ones(app_settings, serve_app, pictures):
+    """The default (decoding and the model take turns): every request completes, same vectors."""
+    app, holder = spy_app(app_settings(take_turns=True))
+    bodies = mixed_requests(pictures)
+
+    async def main():
+        async with serve_app(app) as client:
+            concurrent = await asyncio.gather(*(post(client, b) for b in bodies))
+            sequential = [await post(client, b) for b in bodies]
+            return concurrent, sequential
+
+    concurrent, sequential = run(main())
+    for c, s in zip(concurrent, sequential):
+        assert c.status_code == 200 and s.status_code == 200
+        for field in ("textVectors", "imageVectors"):
+            np.testing.assert_allclose(np.array(c.json()[field]).reshape(-1), np.array(s.json()[field]).reshape(-1),
+                                       atol=1e-5)
