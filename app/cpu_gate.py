@@ -3,8 +3,10 @@
 The forward pass splits every matrix product across all cores (torch intra-op threads); a
 decoding thread that takes one of those cores mid-product stalls the whole product until it
 gives the core back. On 2 cores, measured under Weaviate's load, overlapping them made the model
-run about twice as slow as alone. So they take turns: any number of decodes may run together,
-the forward pass runs alone, and a waiting forward pass goes first (decodes queue behind it).
+run about 1.5x slower than alone. So they take turns: any number of decodes run together, the
+forward pass runs alone, and a waiting forward pass goes first (new decodes queue behind it).
+Decodes that were already waiting when a forward pass ends get in before the next one, so a
+steady stream of text batches cannot starve image decoding.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ class CpuGate:
     def __init__(self, enabled: bool = True):
         self.enabled = enabled
         self._cond = threading.Condition()
-        self._decoders = 0
+        self._decoders = 0  # decodes running
+        self._waiting = 0  # decodes waiting for their turn
+        self._tickets = 0  # decodes let in ahead of the next forward pass
         self._model_turns = 0  # forward passes running or waiting
 
     @contextlib.contextmanager
@@ -26,7 +30,11 @@ class CpuGate:
             yield
             return
         with self._cond:
-            self._cond.wait_for(lambda: self._model_turns == 0)
+            self._waiting += 1
+            self._cond.wait_for(lambda: self._model_turns == 0 or self._tickets > 0)
+            self._waiting -= 1
+            if self._tickets > 0:
+                self._tickets -= 1
             self._decoders += 1
         try:
             yield
@@ -42,10 +50,11 @@ class CpuGate:
             return
         with self._cond:
             self._model_turns += 1
-            self._cond.wait_for(lambda: self._decoders == 0)
+            self._cond.wait_for(lambda: self._decoders == 0 and self._tickets == 0)
         try:
             yield
         finally:
             with self._cond:
                 self._model_turns -= 1
+                self._tickets = self._waiting  # everyone waiting now goes before the next pass
                 self._cond.notify_all()

@@ -450,3 +450,35 @@ def test_cpu_gate_lets_decodes_share_and_the_forward_pass_run_alone():
         assert late == []
     t.join(10)
     assert late == ["decoded"]
+
+
+def test_cpu_gate_does_not_starve_decoding_under_back_to_back_forward_passes():
+    from app.cpu_gate import CpuGate
+
+    gate = CpuGate()
+    stop = threading.Event()
+    passes = []
+
+    def model():
+        while not stop.is_set():  # one forward pass after another, as under a steady text load
+            with gate.forward_pass():
+                passes.append(1)
+                stop.wait(0.002)
+
+    runner = threading.Thread(target=model)
+    runner.start()
+    try:
+        decoded = threading.Event()
+
+        def decode():
+            with gate.decoding():
+                decoded.set()
+
+        worker = threading.Thread(target=decode)
+        worker.start()
+        assert decoded.wait(10), "a decode never got its turn"
+        worker.join(10)
+    finally:
+        stop.set()
+        runner.join(10)
+    assert passes
