@@ -482,3 +482,27 @@ def test_cpu_gate_does_not_starve_decoding_under_back_to_back_forward_passes():
         stop.set()
         runner.join(10)
     assert passes
+
+
+def test_short_texts_tokenize_on_the_loop_and_long_ones_in_a_worker():
+    from app.engine import INLINE_TEXT_CHARS
+
+    async def main():
+        fake = Fake()
+        threads: dict[str, str] = {}
+        original = fake.prepare
+
+        def prepare(modality, item):
+            threads[item[:5]] = threading.current_thread().name
+            return original(modality, item)
+
+        fake.prepare = prepare
+        engine = await started(fake)
+        await engine.embed("text", ["short"])
+        await engine.embed("text", ["long " + "x" * INLINE_TEXT_CHARS])
+        await engine.stop()
+        return threads
+
+    threads = run(main())
+    assert threads["short"] == threading.main_thread().name
+    assert threads["long "].startswith("handspring-prep")
