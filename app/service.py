@@ -8,7 +8,6 @@ from the first moment; a load failure is logged with its traceback and keeps rea
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -78,7 +77,6 @@ class Service:
         self.error: str | None = None
         self.embedder = None
         self.engine: Engine | None = None
-        self.info: dict = {}
         self.load_seconds: float | None = None
         self._load_task: asyncio.Task | None = None
         self.loaded = asyncio.Event()  # set when loading ends, either way (tests wait on it)
@@ -107,7 +105,7 @@ class Service:
             warmup = getattr(embedder, "warmup", None)
             if callable(warmup):
                 warmup()
-            result = (embedder, self._weights_info(embedder), time.perf_counter() - started)
+            result = (embedder, time.perf_counter() - started)
             deliver = lambda: done.done() or done.set_result(result)
         except BaseException as e:  # noqa: BLE001 - reported on the loop
             error = e
@@ -117,22 +115,9 @@ class Service:
         except RuntimeError:  # the loop closed while we were loading
             pass
 
-    @staticmethod
-    def _weights_info(embedder) -> dict:
-        info: dict = {"source": None, "license": getattr(embedder, "license", None)}
-        weights_dir = getattr(embedder, "weights_dir", None)
-        if weights_dir is not None:
-            try:
-                config = json.loads((Path(weights_dir) / "config.json").read_text())
-                info["source"] = config.get("source")
-                info["license"] = config.get("license", info["license"])
-            except (OSError, ValueError):
-                pass
-        return info
-
     async def _finish_load(self, done: asyncio.Future) -> None:
         try:
-            embedder, weights_info, seconds = await done
+            embedder, seconds = await done
         except asyncio.CancelledError:
             raise
         except BaseException as e:
@@ -150,7 +135,6 @@ class Service:
                         cpu_gate=CpuGate(enabled=s.take_turns))
         await engine.start()
         self.embedder, self.engine, self.load_seconds = embedder, engine, seconds
-        self.info = weights_info
         self.metrics.watch_engine(engine)
         self.metrics.load_seconds.set(seconds)
         self.metrics.ready.set(1)
@@ -217,8 +201,8 @@ class Service:
             "weights": {
                 "dir": str(e.weights_dir),
                 "manifest_sha256": e.manifest_sha256,
-                "source": self.info.get("source"),
-                "license": self.info.get("license"),
+                "source": getattr(e, "source", None),
+                "license": getattr(e, "license", None),
             },
             "version": handspring_models.__version__,
             "batching": {

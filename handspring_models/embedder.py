@@ -53,6 +53,7 @@ class CLIPEmbedder:
             raise WeightsError(f"{folder / 'config.json'} holds {meta.get('model')!r}, not {self.model_name!r}")
         self.config = CLIPConfig.from_dict(meta["architecture"])
         self.license = meta.get("license")
+        self.source = meta.get("source")  # where the weights came from ("random ..." for demo weights)
         self.dim = self.config.embed_dim
         self.image_size = self.config.vision.image_size
         self.manifest_sha256 = manifest_sha256(folder)
