@@ -5,15 +5,18 @@
     clip.embed_texts(["a dog"])                              # numpy float32 [1, 512], unit norm
     clip.embed_images([open("dog.jpg", "rb").read()])
 
-Features name one modality of one model (``clip_vit_b_32_image``, ``clip_vit_b_32_text``) or the
-whole model (``clip_vit_b_32``); a feature loads only the weights of its modalities.
+    bind = handspring_models.load("imagebind_huge_audio")   # ImageBind, audio tower only
+    bind.embed_audio([open("bark.wav", "rb").read()])        # [1, 1024]
+
+Features name one modality of one model (``clip_vit_b_32_image``, ``imagebind_huge_audio``) or the
+whole model (``clip_vit_b_32``, ``imagebind_huge``); a feature loads only the weights of its modalities.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .embedder import FEATURES, CLIPEmbedder, MissingModalityError
+from .embedder import FEATURES, CLIPEmbedder, Embedder, MissingModalityError
 from .precision import PRECISIONS
 from .preprocess import DEFAULT_MAX_PIXELS, InvalidInputError
 from .weights import WeightsError, default_weights_dir
@@ -23,12 +26,18 @@ __all__ = ["load", "FEATURES", "PRECISIONS", "MissingModalityError", "InvalidInp
 
 
 def load(feature: str, weights_dir: str | Path | None = None, precision: str = "fp32",
-         max_pixels: int = DEFAULT_MAX_PIXELS) -> CLIPEmbedder:
+         max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool = True) -> Embedder:
     """Load a feature. ``weights_dir`` is a folder as ``convert --out`` writes it; by default
     ``$HANDSPRING_WEIGHTS_DIR``, else ``weights/<model>/`` in this repository.
-    ``precision``: ``fp32`` (exact), ``bf16`` or ``auto`` (bf16 where the CPU runs it natively)."""
+    ``precision``: ``fp32`` (exact), ``bf16`` or ``auto`` (bf16 where the CPU runs it natively).
+    ``normalize=False`` (ImageBind only) returns the reference model's raw, per-modality scaled
+    outputs instead of unit vectors; CLIP's are always unit vectors."""
     if feature not in FEATURES:
         raise ValueError(f"unknown feature {feature!r}; known: {', '.join(FEATURES)}")
     model = FEATURES[feature][0]
     folder = Path(weights_dir) if weights_dir is not None else default_weights_dir(model)
+    if model.startswith("imagebind"):
+        from .imagebind_embedder import ImageBindEmbedder
+
+        return ImageBindEmbedder(feature, folder, precision, max_pixels, normalize=normalize)
     return CLIPEmbedder(feature, folder, precision, max_pixels)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import Linear, linear
+from .kernels import Linear
+from .layers import MultiheadAttention
 
 
 @dataclass(frozen=True)
@@ -54,25 +55,6 @@ class CLIPConfig:
 class QuickGELU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(1.702 * x)
-
-
-class MultiheadAttention(nn.Module):
-    """Self-attention with one fused q/k/v projection (``in_proj_*``, as in ``nn.MultiheadAttention``)
-    and PyTorch's fused scaled-dot-product kernel."""
-
-    def __init__(self, width: int, heads: int):
-        super().__init__()
-        self.heads = heads
-        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
-        self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
-        self.out_proj = Linear(width, width)
-
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        b, n, d = x.shape  # batch, tokens, width
-        qkv = linear(x, self.in_proj_weight, self.in_proj_bias)
-        q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [b, h, n, d/h]
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
 
 
 class MLP(nn.Module):

@@ -33,10 +33,17 @@ FEATURES: dict[str, tuple[str, tuple[str, ...]]] = {
     "clip_vit_b_32": ("clip_vit_b_32", ("text", "image")),
     "clip_vit_b_32_text": ("clip_vit_b_32", ("text",)),
     "clip_vit_b_32_image": ("clip_vit_b_32", ("image",)),
+    "imagebind_huge": ("imagebind_huge", ("text", "image", "audio", "video", "depth", "thermal", "imu")),
+    **{f"imagebind_huge_{m}": ("imagebind_huge", (m,))
+       for m in ("text", "image", "audio", "video", "depth", "thermal", "imu")},
 }
 
 
-class CLIPEmbedder:
+class Embedder:
+    """What every model shares: the weights folder, precision, the tokenizer, loading only the
+    components (weight files) the feature's modalities need, and the convenience methods.
+    Subclasses say how to build the model and implement ``prepare``/``encode``/``warmup``."""
+
     def __init__(self, feature: str, folder: Path, precision: str = "fp32", max_pixels: int = DEFAULT_MAX_PIXELS):
         self.feature = feature
         self.model_name, self.modalities = FEATURES[feature]
@@ -51,12 +58,10 @@ class CLIPEmbedder:
         meta = read_config(folder)
         if meta.get("model") != self.model_name:
             raise WeightsError(f"{folder / 'config.json'} holds {meta.get('model')!r}, not {self.model_name!r}")
-        self.config = CLIPConfig.from_dict(meta["architecture"])
         self.license = meta.get("license")
         self.source = meta.get("source")  # where the weights came from ("random ..." for demo weights)
-        self.dim = self.config.embed_dim
-        self.image_size = self.config.vision.image_size
         self.manifest_sha256 = manifest_sha256(folder)
+        self._read_architecture(meta["architecture"])
 
         # The tokenizer (pure Python) builds in a thread while the weights load (native code that
         # releases the GIL): ~0.2 s off start-up.
@@ -66,13 +71,14 @@ class CLIPEmbedder:
             tokenizer = pool.submit(self._load_tokenizer, folder / meta.get("tokenizer", "merges.txt"))
             pool.shutdown(wait=False)  # the submitted build still runs; result() below waits for it
         with torch.device("meta"):  # no memory for weights about to be replaced
-            model = CLIP(self.config, with_vision="image" in self.modalities, with_text="text" in self.modalities)
+            model = self._build_model()
         state: dict[str, torch.Tensor] = {}
-        for modality in self.modalities:
-            filename = meta["components"].get(modality)
+        for component in self._components():
+            filename = meta["components"].get(component)
             if filename is None:
-                raise WeightsError(f"{folder / 'config.json'} lists no {modality} component")
+                raise WeightsError(f"{folder / 'config.json'} lists no {component} component")
             state.update(load_component(folder, filename, self.dtype))
+        self._adjust_state(state)
         try:
             model.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as e:
@@ -82,11 +88,27 @@ class CLIPEmbedder:
         self.packed_weights = pack_linear_weights(self.model)
         self.tokenizer = tokenizer.result() if tokenizer is not None else None
 
+    # --- what a model says about itself
+    context_length = 77
+
+    def _read_architecture(self, architecture: dict) -> None:
+        raise NotImplementedError
+
+    def _build_model(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _components(self) -> list[str]:
+        """The weight files (by component name) this feature's modalities need."""
+        return list(self.modalities)
+
+    def _adjust_state(self, state: dict[str, torch.Tensor]) -> None:
+        """A last look at the loaded tensors before they go into the model."""
+
     def _load_tokenizer(self, path: Path) -> Tokenizer:
         if not path.is_file():
             raise WeightsError(f"{path} is missing")
         try:
-            return Tokenizer.from_file(path, self.config.text.context_length)
+            return Tokenizer.from_file(path, self.context_length)
         except (ValueError, UnicodeDecodeError) as e:
             raise WeightsError(f"{path} is corrupt: {e}") from None
 
@@ -94,55 +116,37 @@ class CLIPEmbedder:
 
     def require(self, modality: str) -> None:
         if modality not in self.modalities:
-            wanted = f"{self.model_name}_{modality}" if modality in ("text", "image") else None
+            wanted = f"{self.model_name}_{modality}" if f"{self.model_name}_{modality}" in FEATURES else None
             hint = f"; load {self.model_name} or {wanted}" if wanted else ""
             raise MissingModalityError(
                 f"feature {self.feature} does not embed {modality} (it has: {', '.join(self.modalities)}){hint}"
             )
 
-    def prepare(self, modality: str, item) -> torch.Tensor:
-        """One raw input -> model input: image bytes/PIL -> [3, S, S] float; text -> [n] token ids."""
-        self.require(modality)
-        if modality == "text":
-            if not isinstance(item, str):
-                raise InvalidInputError(f"a text must be a string, not {type(item).__name__}")
-            ids = self.tokenizer(item)
-            # The reference pools at the FIRST end-of-text token (argmax), which a typed "<|endoftext|>"
-            # can bring forward; under the causal mask nothing after it matters, so drop the rest.
-            ids = ids[: ids.index(self.tokenizer.eot_id) + 1]
-            return torch.tensor(ids, dtype=torch.long)
+    def _text_ids(self, item) -> torch.Tensor:
+        if not isinstance(item, str):
+            raise InvalidInputError(f"a text must be a string, not {type(item).__name__}")
+        ids = self.tokenizer(item)
+        # The reference pools at the FIRST end-of-text token (argmax), which a typed "<|endoftext|>"
+        # can bring forward; under the causal mask nothing after it matters, so drop the rest.
+        ids = ids[: ids.index(self.tokenizer.eot_id) + 1]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def _image_pixels(self, item) -> torch.Tensor:
         if isinstance(item, (bytes, bytearray, memoryview)):
             item = decode_image(bytes(item), self.max_pixels, self.draft_size)
         elif not isinstance(item, Image.Image):
             raise InvalidInputError(f"an image must be encoded bytes or a PIL image, not {type(item).__name__}")
         return preprocess_image(item, self.image_size)
 
-    @torch.inference_mode()
-    def encode(self, modality: str, prepared: Sequence[torch.Tensor]) -> np.ndarray:
-        """One forward pass over prepared inputs -> unit vectors [n, dim], float32."""
-        self.require(modality)
-        if len(prepared) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if modality == "image":
-            pixels = torch.stack(list(prepared)).to(self.dtype)
-            out = self.model.encode_image(pixels)
-        else:
-            # Pad only to the longest text in the batch (see CLIP.encode_text); pad id 0 as OpenAI does.
-            lengths = torch.tensor([len(t) for t in prepared])
-            tokens = torch.zeros(len(prepared), int(lengths.max()), dtype=torch.long)
-            for row, ids in enumerate(prepared):
-                tokens[row, : len(ids)] = ids
-            out = self.model.encode_text(tokens, lengths - 1)
-        return out.numpy().astype(np.float32, copy=False)
-
-    def warmup(self) -> None:
-        """Run each tower once on dummy input: the first oneDNN call of a shape family is slow
-        (kernel selection), and it should not land on a client's request."""
-        for modality in self.modalities:
-            if modality == "image":
-                self.encode("image", [torch.zeros(3, self.image_size, self.image_size)])
-            else:
-                self.encode("text", [self.prepare("text", "warm up")])
+    @staticmethod
+    def _pad_texts(prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token-id rows -> [b, longest] (pad id 0, as OpenAI does) and each row's end-of-text index.
+        Padding only to the longest text of the batch: see the models' ``encode_text``."""
+        lengths = torch.tensor([len(t) for t in prepared])
+        tokens = torch.zeros(len(prepared), int(lengths.max()), dtype=torch.long)
+        for row, ids in enumerate(prepared):
+            tokens[row, : len(ids)] = ids
+        return tokens, lengths - 1
 
     # ------------------------------------------------------------ convenience
 
@@ -159,3 +163,41 @@ class CLIPEmbedder:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.feature} {self.precision} from {self.weights_dir}>"
+
+
+class CLIPEmbedder(Embedder):
+    def _read_architecture(self, architecture: dict) -> None:
+        self.config = CLIPConfig.from_dict(architecture)
+        self.dim = self.config.embed_dim
+        self.image_size = self.config.vision.image_size
+        self.context_length = self.config.text.context_length
+
+    def _build_model(self) -> torch.nn.Module:
+        return CLIP(self.config, with_vision="image" in self.modalities, with_text="text" in self.modalities)
+
+    def prepare(self, modality: str, item) -> torch.Tensor:
+        """One raw input -> model input: image bytes/PIL -> [3, S, S] float; text -> [n] token ids."""
+        self.require(modality)
+        return self._text_ids(item) if modality == "text" else self._image_pixels(item)
+
+    @torch.inference_mode()
+    def encode(self, modality: str, prepared: Sequence[torch.Tensor]) -> np.ndarray:
+        """One forward pass over prepared inputs -> unit vectors [n, dim], float32."""
+        self.require(modality)
+        if len(prepared) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if modality == "image":
+            out = self.model.encode_image(torch.stack(list(prepared)).to(self.dtype))
+        else:
+            out = self.model.encode_text(*self._pad_texts(prepared))
+        return out.numpy().astype(np.float32, copy=False)
+
+    def warmup(self) -> None:
+        """Run each tower once on dummy input: the first oneDNN call of a shape family is slow
+        (kernel selection), and it should not land on a client's request."""
+        for modality in self.modalities:
+            if modality == "image":
+                self.encode("image", [torch.zeros(3, self.image_size, self.image_size)])
+            else:
+                self.encode("text", [self.prepare("text", "warm up")])
+

@@ -12,6 +12,7 @@ Usage::
 
     python -m handspring_models.weights download clip_vit_b_32 [--out DIR]
     python -m handspring_models.weights convert SRC --model clip_vit_b_32 --out DIR
+    python -m handspring_models.weights convert imagebind_huge.pth --model imagebind_huge --out DIR
     python -m handspring_models.weights verify DIR
     python -m handspring_models.weights random clip_vit_b_32 --out DIR   # demo/benchmark only
     python -m handspring_models.weights ensure clip_vit_b_32 --out DIR   # what `make run` uses
@@ -34,9 +35,12 @@ MANIFEST = "manifest.json"
 TOKENIZER = "merges.txt"
 REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 
-# What `download` fetches for each model: the Hugging Face Hub repository of the official weights.
+# What `download` fetches for each model: the Hugging Face Hub repository of the official weights,
+# or the official URL where the authors publish them only there.
 HUB_SOURCES = {
     "clip_vit_b_32": {"repo_id": "openai/clip-vit-base-patch32", "license": "MIT"},
+    "imagebind_huge": {"url": "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth",
+                       "license": "CC BY-NC-SA 4.0 (non-commercial use only)"},
 }
 MODELS = tuple(HUB_SOURCES)
 
@@ -191,11 +195,16 @@ def find_merges(src: Path, explicit: Path | None) -> Path:
     return Path(_hub_download(HUB_SOURCES["clip_vit_b_32"]["repo_id"], ["merges.txt"]) ) / "merges.txt"
 
 
-def convert(src: Path, model: str, out: Path, merges: Path | None = None, source: str | None = None) -> None:
+def convert(src: Path, model: str, out: Path, merges: Path | None = None, source: str | None = None,
+            architecture=None) -> None:
+    """``architecture``: ImageBind only, an ``ImageBindConfig`` for checkpoints other than
+    imagebind_huge (head counts cannot be read off the tensors)."""
     from .. import clip_checkpoint as ckpt
 
     if model not in MODELS:
         raise WeightsError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+    if model == "imagebind_huge":
+        return convert_imagebind(src, out, merges, source, architecture)
     if src.is_dir():
         if not (src / "config.json").is_file():
             raise WeightsError(f"{src}: a Hugging Face CLIPModel folder needs config.json")
@@ -211,6 +220,25 @@ def convert(src: Path, model: str, out: Path, merges: Path | None = None, source
     _check_loads(config, state)
     write_folder(out, model, config.to_dict(), ckpt.split_by_modality(state), merges_path,
                  source if source is not None else default_source, HUB_SOURCES[model]["license"])
+
+
+def convert_imagebind(src: Path, out: Path, merges: Path | None = None, source: str | None = None,
+                      architecture=None) -> None:
+    """The official ``imagebind_huge.pth`` -> one file per modality (vision, text, audio, depth,
+    thermal, imu). Its vocabulary is CLIP's (``bpe_simple_vocab_16e6.txt.gz`` in ImageBind's repo)."""
+    from .. import imagebind_checkpoint as ckpt
+
+    if not src.is_file():
+        raise WeightsError(f"{src} does not exist (expected the official imagebind_huge.pth)")
+    try:
+        state = ckpt.load_official(src)
+        parts = ckpt.split_by_modality(state)
+        config = architecture or ckpt.config_from_state(state)
+        ckpt.check_fits(config, parts)
+    except (ValueError, RuntimeError, OSError) as e:
+        raise WeightsError(f"{src}: {e}") from None
+    write_folder(out, "imagebind_huge", config.to_dict(), parts, find_merges(src, merges),
+                 source if source is not None else f"official:{src.name}", HUB_SOURCES["imagebind_huge"]["license"])
 
 
 def _check_loads(config, state: dict[str, torch.Tensor]) -> None:
@@ -242,6 +270,21 @@ def _hub_download(repo_id: str, patterns: list[str]) -> str:
         ) from None
 
 
+def _url_download(url: str) -> Path:
+    """A checkpoint published at a plain URL, kept in torch hub's cache (``$TORCH_HOME``) so a
+    second ``download`` does not fetch it again."""
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(path), progress=sys.stderr.isatty())
+    except Exception as e:
+        raise WeightsError(f"could not download {url}: {type(e).__name__}: {e}. Check the network, or "
+                           f"download it yourself and run `convert`.") from None
+    return path
+
+
 def _write_atomically(out: Path, write) -> None:
     """Write a folder aside, then move it into place: an interrupted run leaves no half folder."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -257,6 +300,10 @@ def _write_atomically(out: Path, write) -> None:
 def download(model: str, out: Path) -> None:
     if model not in MODELS:
         raise WeightsError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
+    if "url" in HUB_SOURCES[model]:
+        url = HUB_SOURCES[model]["url"]
+        convert(_url_download(url), model, out, source=f"official:{url}")
+        return
     repo_id = HUB_SOURCES[model]["repo_id"]
     folder = Path(_hub_download(repo_id, ["config.json", "merges.txt", "vocab.json", "model.safetensors"]))
     if not (folder / "model.safetensors").is_file():  # older snapshots have only the pickle
@@ -270,6 +317,8 @@ def random_weights(model: str, out: Path, seed: int = 0) -> None:
     from .. import clip_checkpoint as ckpt
     from ..clip import CLIP, CLIPConfig
 
+    if model == "imagebind_huge":
+        return random_imagebind(out, seed)
     torch.manual_seed(seed)
     config = CLIPConfig()
     model_ = CLIP(config)
@@ -280,16 +329,36 @@ def random_weights(model: str, out: Path, seed: int = 0) -> None:
             torch.nn.init.zeros_(p)
         else:
             torch.nn.init.normal_(p, std=p.shape[-1] ** -0.5 if p.dim() > 1 else 0.02)
-    # A stand-in vocabulary of the right size (byte pairs), so no vocabulary file is needed offline.
+    write_folder(out, model, config.to_dict(), ckpt.split_by_modality(model_.state_dict()),
+                 _stand_in_merges(out, config.text.vocab_size), _random_source(seed), license="none")
+
+
+def random_imagebind(out: Path, seed: int = 0, config=None) -> None:
+    """``random`` for ImageBind: the official layout filled by ``imagebind_checkpoint.random_state_dict``
+    (the same tensors for a seed everywhere), split per modality like a converted checkpoint."""
+    from .. import imagebind_checkpoint as ckpt
+    from ..imagebind import ImageBindConfig
+
+    config = config or ImageBindConfig()
+    parts = ckpt.split_by_modality(ckpt.random_state_dict(config, seed))
+    write_folder(out, "imagebind_huge", config.to_dict(), parts, _stand_in_merges(out, config.vocab_size),
+                 _random_source(seed), license="none")
+
+
+def _random_source(seed: int) -> str:
+    return f"random (seed {seed}): NOT a trained model, its vectors mean nothing"
+
+
+def _stand_in_merges(out: Path, vocab_size: int) -> Path:
+    """A stand-in vocabulary of the right size (byte pairs), so no vocabulary file is needed offline."""
     from ..tokenizer import bytes_to_unicode
 
     chars = list(bytes_to_unicode().values())
-    pairs = [f"{a} {b}" for a in chars for b in chars][: config.text.vocab_size - 2 * 256 - 2]
+    pairs = [f"{a} {b}" for a in chars for b in chars][: vocab_size - 2 * 256 - 2]
     out.mkdir(parents=True, exist_ok=True)
     merges = out / TOKENIZER
     merges.write_text("#version: 0.2 (random demo)\n" + "\n".join(pairs) + "\n", encoding="utf-8")
-    write_folder(out, model, config.to_dict(), ckpt.split_by_modality(model_.state_dict()), merges,
-                 source=f"random (seed {seed}): NOT a trained model, its vectors mean nothing", license="none")
+    return merges
 
 
 def ensure(model: str, out: Path) -> Path:

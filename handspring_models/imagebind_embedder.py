@@ -1,0 +1,141 @@
+"""ImageBind features: the same two-step interface as CLIP's, for seven input kinds.
+
+Images and videos share the vision tower (one ``vision`` weight file); every other modality has
+its own. Outputs are unit vectors by default; ``normalize=False`` gives the reference model's
+raw outputs instead (normalized, then scaled per modality: text by its learned scale, audio x20,
+thermal x10, depth and IMU x5; audio and video averaged over their clips).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .embedder import Embedder
+from .imagebind import ImageBind, ImageBindConfig
+from .preprocess import DEFAULT_MAX_PIXELS, InvalidInputError
+
+# service modality -> the model's tower
+TOWER = {"text": "text", "image": "vision", "video": "vision", "audio": "audio", "depth": "depth",
+         "thermal": "thermal", "imu": "imu"}
+
+
+class ImageBindEmbedder(Embedder):
+    def __init__(self, feature: str, folder, precision: str = "fp32", max_pixels: int = DEFAULT_MAX_PIXELS,
+                 normalize: bool = True):
+        self.normalize = normalize
+        super().__init__(feature, folder, precision, max_pixels)
+
+    def _read_architecture(self, architecture: dict) -> None:
+        self.config = ImageBindConfig.from_dict(architecture)
+        self.dim = self.config.embed_dim
+        self.image_size = self.config.image_size
+        self.context_length = self.config.context_length
+
+    def _towers(self) -> list[str]:
+        return sorted({TOWER[m] for m in self.modalities})
+
+    def _build_model(self) -> torch.nn.Module:
+        return ImageBind(self.config, modalities=self._towers())
+
+    def _components(self) -> list[str]:
+        return self._towers()
+
+    def _adjust_state(self, state: dict[str, torch.Tensor]) -> None:
+        # The output scales multiply every vector: keep them in float32 whatever the precision.
+        for key, tensor in state.items():
+            if key.endswith("log_logit_scale"):
+                state[key] = tensor.float()
+
+    # ------------------------------------------------------------ two-step interface
+
+    def prepare(self, modality: str, item) -> torch.Tensor:
+        """One raw input -> model input. Text: a string -> token ids. Every other modality: the
+        encoded file's bytes (an image may also be a PIL image) -> a float tensor:
+        image [3, 224, 224], video [15, 3, 2, 224, 224], audio [3, 1, 128, 204],
+        depth/thermal [1, 224, 224], imu [6, 2000]."""
+        self.require(modality)
+        if modality == "text":
+            return self._text_ids(item)
+        if modality == "image":
+            return self._image_pixels(item)
+        if not isinstance(item, (bytes, bytearray, memoryview)):
+            raise InvalidInputError(f"{modality} input must be the bytes of a file, not {type(item).__name__}")
+        data = bytes(item)
+        # Imported on first use: PyAV loads FFmpeg, which a text- or image-only server never needs.
+        if modality == "audio":
+            from .audio import preprocess_audio
+
+            return preprocess_audio(data)
+        if modality == "video":
+            from .video import preprocess_video
+
+            return preprocess_video(data, max_pixels=self.max_pixels)
+        from . import sensors
+
+        if modality == "depth":
+            return sensors.preprocess_depth(data, max_pixels=self.max_pixels)
+        if modality == "thermal":
+            return sensors.preprocess_thermal(data, max_pixels=self.max_pixels)
+        return sensors.preprocess_imu(data)
+
+    @torch.inference_mode()
+    def encode(self, modality: str, prepared: Sequence[torch.Tensor]) -> np.ndarray:
+        """One forward pass over prepared inputs -> [n, 1024] float32 (unit vectors unless
+        ``normalize=False``)."""
+        self.require(modality)
+        if len(prepared) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if modality == "text":
+            out = self.model.encode_text(*self._pad_texts(prepared))
+        else:
+            out = self.model.encode(TOWER[modality], torch.stack(list(prepared)).to(self.dtype))
+        if self.normalize:
+            out = torch.nn.functional.normalize(out, dim=-1)
+        return out.numpy().astype(np.float32, copy=False)
+
+    def warmup(self) -> None:
+        """One small forward per tower, so the first request does not pay oneDNN's kernel selection.
+        Video warms the vision tower with one frame pair rather than 15 clips."""
+        s, c = self.image_size, self.config
+        dummies = {
+            "image": torch.zeros(3, s, s),
+            "video": torch.zeros(1, 3, c.video_frames, s, s),
+            "audio": torch.zeros(1, 1, c.mel_bins, c.audio_frames),
+            "depth": torch.zeros(1, s, s),
+            "thermal": torch.zeros(1, s, s),
+            "imu": torch.zeros(c.imu_channels, c.imu_samples),
+        }
+        done = set()
+        for modality in self.modalities:
+            if TOWER[modality] in done:
+                continue
+            done.add(TOWER[modality])
+            if modality == "text":
+                self.encode("text", [self.prepare("text", "warm up")])
+            else:
+                self.encode(modality, [dummies[modality]])
+
+    # ------------------------------------------------------------ convenience (as CLIP's)
+
+    def embed_audio(self, files: Sequence[bytes]) -> np.ndarray:
+        """Audio files (WAV, FLAC, MP3, OGG...) as bytes -> [n, 1024]."""
+        return self.embed("audio", files)
+
+    def embed_videos(self, files: Sequence[bytes]) -> np.ndarray:
+        """Video files (MP4, WebM, AVI...) as bytes -> [n, 1024]."""
+        return self.embed("video", files)
+
+    def embed_depth(self, images: Sequence[bytes]) -> np.ndarray:
+        """Single-channel depth (disparity) images as bytes -> [n, 1024]."""
+        return self.embed("depth", images)
+
+    def embed_thermal(self, images: Sequence[bytes]) -> np.ndarray:
+        """Single-channel thermal images as bytes -> [n, 1024]."""
+        return self.embed("thermal", images)
+
+    def embed_imu(self, files: Sequence[bytes]) -> np.ndarray:
+        """IMU CSV files (header row; gyro x,y,z then accel x,y,z) as bytes -> [n, 1024]."""
+        return self.embed("imu", files)

@@ -1,0 +1,43 @@
+"""Building blocks shared by more than one model."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .kernels import Linear, linear
+
+
+class MultiheadAttention(nn.Module):
+    """Self-attention with one fused q/k/v projection, named as ``nn.MultiheadAttention`` names it
+    (``in_proj_weight``, ``in_proj_bias``, ``out_proj``, ``bias_k``/``bias_v``), run through
+    PyTorch's fused scaled-dot-product kernel.
+
+    ``add_bias_kv`` (ImageBind's audio, depth, thermal and IMU trunks): one learned key and value,
+    already in projected space, are appended to every sequence, so each query sees n + 1 keys."""
+
+    def __init__(self, width: int, heads: int, add_bias_kv: bool = False):
+        super().__init__()
+        self.heads = heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * width))
+        if add_bias_kv:
+            self.bias_k = nn.Parameter(torch.empty(1, 1, width))
+            self.bias_v = nn.Parameter(torch.empty(1, 1, width))
+        else:
+            self.bias_k = self.bias_v = None
+        self.out_proj = Linear(width, width)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        b, n, d = x.shape  # batch, tokens, width
+        qkv = linear(x, self.in_proj_weight, self.in_proj_bias)
+        if self.bias_k is None:
+            q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [b, h, n, d/h]
+        else:
+            q, k, v = qkv.split(d, dim=-1)  # [b, n, d] each
+            k = torch.cat([k, self.bias_k.to(k.dtype).expand(b, 1, d)], dim=1)  # [b, n+1, d]
+            v = torch.cat([v, self.bias_v.to(v.dtype).expand(b, 1, d)], dim=1)
+            q, k, v = (t.reshape(b, -1, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [b, h, n, d/h]
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
