@@ -34,7 +34,7 @@ BIG_BODY = 1 << 20  # parse JSON bodies above this off the event loop
 
 def default_loader(settings: Settings):
     return handspring_models.load(settings.feature, settings.weights_dir, precision=settings.precision,
-                                  max_pixels=settings.max_image_pixels)
+                                  max_pixels=settings.max_image_pixels, normalize=settings.normalize)
 
 
 def check_weights(settings: Settings) -> None:
@@ -196,7 +196,11 @@ class Service:
             "features": [e.feature],
             "modalities": list(e.modalities),
             "dim": e.dim,
-            "normalized": True,
+            "normalized": getattr(e, "normalize", True),
+            "output": ("unit vectors (L2-normalized)" if getattr(e, "normalize", True) else
+                       "the reference model's raw outputs: L2-normalized, then scaled per modality "
+                       "(text by its learned scale, audio x20, thermal x10, depth and imu x5), "
+                       "audio and video averaged over their clips"),
             "precision": {"requested": e.requested_precision, "resolved": e.precision},
             "weights": {
                 "dir": str(e.weights_dir),

@@ -75,6 +75,8 @@ class Settings:
     max_body_bytes: int = 64 * MiB
     max_items: int = 256
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    # ImageBind: unit vectors (true), or the reference model's raw outputs, scaled per modality (false).
+    normalize: bool = True
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -95,6 +97,9 @@ class Settings:
                 p.append(f"{PREFIX}{name.upper()}={value!r} must be an integer >= {minimum}")
         if not isinstance(self.batch_window_ms, (int, float)) or not 0 <= self.batch_window_ms <= 10_000:
             p.append(f"{PREFIX}BATCH_WINDOW_MS={self.batch_window_ms!r} must be a number of milliseconds in [0, 10000]")
+        if not self.normalize and not self.feature.startswith("imagebind"):
+            p.append(f"{PREFIX}NORMALIZE=false applies to ImageBind features only; {self.feature}'s vectors are "
+                     "always unit vectors")
         if self.log_level not in LOG_LEVELS:
             p.append(f"{PREFIX}LOG_LEVEL={self.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
         return p
@@ -117,11 +122,12 @@ class Settings:
             values["precision"] = v.lower()
         if (v := raw("LOG_LEVEL")) is not None:
             values["log_level"] = v.upper()
-        if (v := raw("TAKE_TURNS")) is not None:
-            try:
-                values["take_turns"] = _bool(v)
-            except ValueError as e:
-                problems.append(f"{PREFIX}TAKE_TURNS={v!r}: {e}")
+        for field in ("TAKE_TURNS", "NORMALIZE"):
+            if (v := raw(field)) is not None:
+                try:
+                    values[field.lower()] = _bool(v)
+                except ValueError as e:
+                    problems.append(f"{PREFIX}{field}={v!r}: {e}")
         for field, parse in (("THREADS", _int), ("PREPROCESS_WORKERS", _int), ("MAX_BATCH", _int),
                              ("MAX_ITEMS", _int), ("MAX_IMAGE_PIXELS", _int), ("MAX_BODY_BYTES", _bytes),
                              ("BATCH_WINDOW_MS", _float)):

@@ -17,6 +17,8 @@ from .embedder import Embedder
 from .imagebind import ImageBind, ImageBindConfig
 from .preprocess import DEFAULT_MAX_PIXELS, InvalidInputError
 
+MAX_CLIPS_PER_PASS = 32
+
 # service modality -> the model's tower
 TOWER = {"text": "text", "image": "vision", "video": "vision", "audio": "audio", "depth": "depth",
          "thermal": "thermal", "imu": "imu"}
@@ -91,7 +93,12 @@ class ImageBindEmbedder(Embedder):
         if modality == "text":
             out = self.model.encode_text(*self._pad_texts(prepared))
         else:
-            out = self.model.encode(TOWER[modality], torch.stack(list(prepared)).to(self.dtype))
+            # A video is 15 clips, an audio file 3: chunk so one pass holds at most ~MAX_CLIPS of them
+            # (activation memory grows with clips, and larger passes are no faster).
+            per_item = prepared[0].shape[0] if modality in ("video", "audio") else 1
+            step = max(1, MAX_CLIPS_PER_PASS // per_item)
+            out = torch.cat([self.model.encode(TOWER[modality], torch.stack(list(prepared[i:i + step])).to(self.dtype))
+                             for i in range(0, len(prepared), step)])
         if self.normalize:
             out = torch.nn.functional.normalize(out, dim=-1)
         return out.numpy().astype(np.float32, copy=False)

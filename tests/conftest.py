@@ -209,3 +209,29 @@ def serve_app():
                 yield client
 
     return serve
+
+
+# ---------------------------------------------------------------- ImageBind
+
+
+@pytest.fixture(scope="session")
+def imagebind_tiny_pth(tmp_path_factory) -> Path:
+    """A tiny random ImageBind (tests/imagebind_cases.py) saved as the official checkpoint is:
+    one plain state dict in its layout."""
+    from handspring_models.imagebind_checkpoint import random_state_dict
+    from tests.imagebind_cases import TINY, WEIGHTS_SEED
+
+    path = tmp_path_factory.mktemp("imagebind-official") / "imagebind_tiny.pth"
+    torch.save(random_state_dict(TINY, WEIGHTS_SEED), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def imagebind_tiny_weights(tmp_path_factory, imagebind_tiny_pth, bpe_path) -> Path:
+    """That checkpoint converted by our converter, with the real vocabulary."""
+    from handspring_models.weights import convert
+    from tests.imagebind_cases import TINY
+
+    out = tmp_path_factory.mktemp("imagebind-tiny")
+    convert(imagebind_tiny_pth, "imagebind_huge", out, merges=bpe_path, architecture=TINY)
+    return out

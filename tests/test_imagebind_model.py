@@ -43,21 +43,6 @@ def encode(embedder, name: str, x: torch.Tensor) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def tiny_official_pth(tmp_path_factory) -> Path:
-    """A tiny random ImageBind saved the way the official checkpoint is: one plain state dict."""
-    path = tmp_path_factory.mktemp("imagebind-official") / "imagebind_tiny.pth"
-    torch.save(ckpt.random_state_dict(TINY, WEIGHTS_SEED), path)
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_dir(tmp_path_factory, tiny_official_pth, bpe_path) -> Path:
-    out = tmp_path_factory.mktemp("imagebind-tiny")
-    convert(tiny_official_pth, "imagebind_huge", out, merges=bpe_path, architecture=TINY)
-    return out
-
-
-@pytest.fixture(scope="session")
 def huge_dir(tmp_path_factory, bpe_path) -> Path:
     """Full-size imagebind_huge with the seeded random weights (4.8 GB of float32 on disk)."""
     out = tmp_path_factory.mktemp("imagebind-huge")
@@ -74,19 +59,19 @@ def huge_dir(tmp_path_factory, bpe_path) -> Path:
 # ---------------------------------------------------------------- conversion
 
 
-def test_converted_folder_has_one_file_per_modality(tiny_dir):
-    config = read_config(tiny_dir)
+def test_converted_folder_has_one_file_per_modality(imagebind_tiny_weights):
+    config = read_config(imagebind_tiny_weights)
     assert sorted(config["components"]) == ["audio", "depth", "imu", "text", "thermal", "vision"]
     assert "CC BY-NC-SA 4.0" in config["license"]
 
 
-def test_convert_drops_only_the_causal_mask_buffer(tiny_dir, tiny_official_pth):
+def test_convert_drops_only_the_causal_mask_buffer(imagebind_tiny_weights, imagebind_tiny_pth):
     from safetensors import safe_open
 
-    official = set(torch.load(tiny_official_pth, weights_only=True))
+    official = set(torch.load(imagebind_tiny_pth, weights_only=True))
     ours = set()
-    for name in read_config(tiny_dir)["components"].values():
-        with safe_open(tiny_dir / name, framework="pt") as f:
+    for name in read_config(imagebind_tiny_weights)["components"].values():
+        with safe_open(imagebind_tiny_weights / name, framework="pt") as f:
             ours |= set(f.keys())
     assert official - ours == {ckpt.CAUSAL_MASK_KEY}
     assert ours - official == set()
@@ -119,59 +104,59 @@ def test_random_weights_are_the_same_for_a_seed():
 
 
 @pytest.mark.parametrize("name", NON_TEXT)
-def test_tiny_matches_reference(tiny_dir, name):
+def test_tiny_matches_reference(imagebind_tiny_weights, name):
     cfg, clips = CASES["tiny"]
-    embedder = handspring_models.load(FEATURE_OF[name], tiny_dir, "fp32", normalize=False)
+    embedder = handspring_models.load(FEATURE_OF[name], imagebind_tiny_weights, "fp32", normalize=False)
     ours = encode(embedder, name, model_inputs(cfg, clips)[name])
     ref = golden("tiny")[name]
     assert cosine(ours, ref).min() >= 0.99999
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)  # the scales too, not only directions
 
 
-def test_tiny_text_matches_reference(tiny_dir):
-    embedder = handspring_models.load("imagebind_huge_text", tiny_dir, "fp32", normalize=False)
+def test_tiny_text_matches_reference(imagebind_tiny_weights):
+    embedder = handspring_models.load("imagebind_huge_text", imagebind_tiny_weights, "fp32", normalize=False)
     ref = golden("tiny")
     ours = embedder.embed_texts(TEXTS)
     assert cosine(ours, ref["text"]).min() >= 0.99999
     np.testing.assert_allclose(ours, ref["text"], rtol=1e-4, atol=1e-4)
 
 
-def test_tokenizer_matches_reference_tokens(tiny_dir):
-    embedder = handspring_models.load("imagebind_huge_text", tiny_dir, "fp32")
+def test_tokenizer_matches_reference_tokens(imagebind_tiny_weights):
+    embedder = handspring_models.load("imagebind_huge_text", imagebind_tiny_weights, "fp32")
     tokens = golden("tiny")["text_tokens"]
     for text, row in zip(TEXTS, tokens):
         ids = embedder.tokenizer(text)
         assert ids == row[: len(ids)].tolist() and not row[len(ids):].any()
 
 
-def test_unit_vectors_by_default_parallel_to_raw_outputs(tiny_dir):
+def test_unit_vectors_by_default_parallel_to_raw_outputs(imagebind_tiny_weights):
     cfg, clips = CASES["tiny"]
     x = model_inputs(cfg, clips)["audio"]
-    raw = encode(handspring_models.load("imagebind_huge_audio", tiny_dir, "fp32", normalize=False), "audio", x)
-    unit = encode(handspring_models.load("imagebind_huge_audio", tiny_dir, "fp32"), "audio", x)
+    raw = encode(handspring_models.load("imagebind_huge_audio", imagebind_tiny_weights, "fp32", normalize=False), "audio", x)
+    unit = encode(handspring_models.load("imagebind_huge_audio", imagebind_tiny_weights, "fp32"), "audio", x)
     np.testing.assert_allclose(np.linalg.norm(unit, axis=-1), 1.0, atol=1e-6)
     np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=-1, keepdims=True), atol=1e-6)
     assert np.linalg.norm(raw, axis=-1).min() > 5  # audio is scaled x20 before clip averaging
 
 
-def test_a_feature_loads_only_its_tower(tiny_dir):
-    embedder = handspring_models.load("imagebind_huge_depth", tiny_dir, "fp32")
+def test_a_feature_loads_only_its_tower(imagebind_tiny_weights):
+    embedder = handspring_models.load("imagebind_huge_depth", imagebind_tiny_weights, "fp32")
     towers = {name.split(".")[1] for name, _ in embedder.model.named_parameters()}
     assert towers == {"depth"}
     with pytest.raises(handspring_models.MissingModalityError, match="imagebind_huge_audio"):
         embedder.prepare("audio", b"")
 
 
-def test_image_and_video_share_the_vision_file(tiny_dir):
-    embedder = handspring_models.load("imagebind_huge_video", tiny_dir, "fp32")
+def test_image_and_video_share_the_vision_file(imagebind_tiny_weights):
+    embedder = handspring_models.load("imagebind_huge_video", imagebind_tiny_weights, "fp32")
     assert {name.split(".")[1] for name, _ in embedder.model.named_parameters()} == {"vision"}
 
 
-def test_video_clips_average_after_normalizing(tiny_dir):
+def test_video_clips_average_after_normalizing(imagebind_tiny_weights):
     """Averaging clip vectors (not frames, not tokens): the mean of the clips' own vectors."""
     cfg, clips = CASES["tiny"]
     video = model_inputs(cfg, clips)["video"][0]  # [15, 3, 2, 224, 224]
-    embedder = handspring_models.load("imagebind_huge_video", tiny_dir, "fp32", normalize=False)
+    embedder = handspring_models.load("imagebind_huge_video", imagebind_tiny_weights, "fp32", normalize=False)
     whole = embedder.encode("video", [video])
     per_clip = np.concatenate([embedder.encode("video", [clip[None]]) for clip in video[:15]])
     np.testing.assert_allclose(whole[0], per_clip.mean(0), atol=1e-5)
