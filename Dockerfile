@@ -1,14 +1,17 @@
-# Handspring: a drop-in inference container for Weaviate's multi2vec-clip module (CPU only).
+# Handspring: a drop-in inference container for Weaviate's multi2vec-clip and multi2vec-bind modules
+# (CPU only).
 #
 #   docker build -t handspring .                                   # weights downloaded at build time
 #   docker build -t handspring --build-arg WEIGHTS_SRC=local .     # weights from ./weights/<MODEL>/
 #   docker run --rm -p 8080:8080 handspring
+#   docker build -t handspring:imagebind --build-arg MODEL=imagebind_huge .   # multi2vec-bind (CC BY-NC-SA 4.0 weights)
 #
 # Build arguments:
-#   MODEL        which model to bake in (default clip_vit_b_32; see handspring_models.weights.MODELS)
-#   WEIGHTS_SRC  download: fetch the official checkpoint from the Hugging Face Hub and convert it with
-#                          `python -m handspring_models.weights download` (needs huggingface.co, or
-#                          HF_ENDPOINT pointing at a mirror)
+#   MODEL        which model to bake in: clip_vit_b_32 (default) or imagebind_huge; the container serves
+#                the whole model (HANDSPRING_FEATURE at run time picks one modality's tower instead)
+#   WEIGHTS_SRC  download: fetch the official checkpoint and convert it with
+#                          `python -m handspring_models.weights download` (CLIP: huggingface.co, or
+#                          HF_ENDPOINT pointing at a mirror; ImageBind: dl.fbaipublicfiles.com)
 #                local:    copy weights/<MODEL>/ from the build context, a folder written beforehand by
 #                          `python -m handspring_models.weights download|convert ... --out weights/<MODEL>`
 #                          (no Hugging Face access at build time, or a checkpoint you converted)
@@ -64,7 +67,7 @@ FROM weights-tools AS weights-download
 ARG MODEL
 ARG HF_ENDPOINT=https://huggingface.co
 RUN --mount=type=cache,target=/hf-cache,id=handspring-hf-cache \
-    HF_HOME=/hf-cache HF_HUB_DISABLE_TELEMETRY=1 HF_ENDPOINT="${HF_ENDPOINT}" \
+    HF_HOME=/hf-cache TORCH_HOME=/hf-cache/torch HF_HUB_DISABLE_TELEMETRY=1 HF_ENDPOINT="${HF_ENDPOINT}" \
         python -m handspring_models.weights download "${MODEL}" --out "/weights/${MODEL}" \
  && python -m handspring_models.weights verify "/weights/${MODEL}"
 
@@ -87,7 +90,7 @@ FROM weights-${WEIGHTS_SRC} AS weights
 FROM ${PYTHON_IMAGE} AS runtime
 ARG MODEL
 LABEL org.opencontainers.image.title="handspring" \
-      org.opencontainers.image.description="CPU inference container for Weaviate's multi2vec-clip module" \
+      org.opencontainers.image.description="CPU inference container for Weaviate's multi2vec-clip and multi2vec-bind modules" \
       io.handspring.model="${MODEL}"
 RUN groupadd --system --gid 10001 handspring \
  && useradd --system --uid 10001 --gid handspring --create-home --home-dir /home/handspring \

@@ -9,7 +9,7 @@ WEIGHTS := weights/$(MODEL)
 .PHONY: help install install-dev run test test-fast bench bench-quick download clean
 
 help:
-	@echo "make run        serve on :$(PORT) (downloads the weights on first run)"
+	@echo "make run        serve on :$(PORT) (downloads the weights on first run; MODEL=imagebind_huge for ImageBind)"
 	@echo "make test       run the whole test suite (fidelity tests included)"
 	@echo "make test-fast  skip the slow full-size fidelity tests"
 	@echo "make bench      side-by-side benchmark against the reference (see bench/)"
@@ -36,7 +36,8 @@ download: $(VENV)/.runtime
 # a loudly labelled random-weight demo model so the API can still be tried.
 run: $(VENV)/.runtime
 	HANDSPRING_WEIGHTS_DIR="$$($(PY) -m handspring_models.weights ensure $(MODEL) --out $(WEIGHTS))" && \
-	export HANDSPRING_WEIGHTS_DIR && exec $(VENV)/bin/uvicorn app.main:app --host 0.0.0.0 --port $(PORT)
+	HANDSPRING_FEATURE="$${HANDSPRING_FEATURE:-$(MODEL)}" && \
+	export HANDSPRING_WEIGHTS_DIR HANDSPRING_FEATURE && exec $(VENV)/bin/uvicorn app.main:app --host 0.0.0.0 --port $(PORT)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest

@@ -508,6 +508,36 @@ def test_compose_file_has_no_latest_images():
     assert ":latest" not in COMPOSE.read_text()
 
 
+# ------------------------------------------------------------------ docker-compose.bind.yml
+
+BIND_COMPOSE = EXAMPLE_DIR / "docker-compose.bind.yml"
+
+
+def test_bind_compose_wires_weaviate_to_an_imagebind_build(dockerfile):
+    import handspring_models
+
+    services = yaml.safe_load(BIND_COMPOSE.read_text())["services"]
+    env = environment(services["weaviate"])
+    assert "multi2vec-bind" in [m.strip() for m in env["ENABLE_MODULES"].split(",")]
+    url = urlparse(env["BIND_INFERENCE_API"])  # the variable Weaviate's bind module reads
+    assert url.scheme == "http" and url.hostname == "multi2vec-bind" and url.port == 8080
+    assert services["weaviate"]["depends_on"]["multi2vec-bind"]["condition"] == "service_healthy"
+
+    bind = services["multi2vec-bind"]
+    assert (BIND_COMPOSE.parent / bind["build"]["context"]).resolve() == REPO
+    model = bind["build"]["args"]["MODEL"]
+    assert model == "imagebind_huge" and model in handspring_models.weights.MODELS
+    feature = environment(bind).get("HANDSPRING_FEATURE", model)
+    assert handspring_models.FEATURES[feature][0] == model
+    assert ":latest" not in BIND_COMPOSE.read_text()
+
+
+def test_bind_example_compiles(tmp_path):
+    import py_compile
+
+    py_compile.compile(str(EXAMPLE_DIR / "bind_example.py"), cfile=str(tmp_path / "b.pyc"), doraise=True)
+
+
 # ------------------------------------------------------------------ example.py
 
 def test_example_compiles(tmp_path):
