@@ -69,16 +69,13 @@ def config_from_state(state: dict[str, torch.Tensor]) -> ImageBindConfig:
 
 def check_fits(cfg: ImageBindConfig, parts: dict[str, dict[str, torch.Tensor]]) -> None:
     """Every tensor of each present modality exactly where and as big as the model wants it."""
+    from .weights import state_mismatch
+
     with torch.device("meta"):
         model = ImageBind(cfg, modalities=tuple(parts))
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for part in parts.values() for k, v in part.items()}
-    if expected != got:
-        missing = sorted(set(expected) - set(got))[:5]
-        extra = sorted(set(got) - set(expected))[:5]
-        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])[:5]
-        raise ValueError(f"checkpoint does not fit the ImageBind architecture: missing {missing}, "
-                         f"unexpected {extra}, wrong shapes {wrong}")
+    problem = state_mismatch(model.state_dict(), {k: v for part in parts.values() for k, v in part.items()})
+    if problem:
+        raise ValueError(f"checkpoint does not fit the ImageBind architecture: {problem}")
 
 
 def random_state_dict(cfg: ImageBindConfig, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -247,14 +247,21 @@ def _check_loads(config, state: dict[str, torch.Tensor]) -> None:
 
     with torch.device("meta"):
         model = CLIP(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != got:
-        missing = sorted(set(expected) - set(got))[:5]
-        extra = sorted(set(got) - set(expected))[:5]
-        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])[:5]
-        raise WeightsError(f"checkpoint does not fit the architecture: missing {missing}, unexpected {extra}, "
-                           f"wrong shapes {wrong}")
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise WeightsError(f"checkpoint does not fit the architecture: {problem}")
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str | None:
+    """What differs between two state dicts' names and shapes (a few of each kind), or None."""
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    have = {k: tuple(v.shape) for k, v in got.items()}
+    if want == have:
+        return None
+    missing = sorted(set(want) - set(have))[:5]
+    extra = sorted(set(have) - set(want))[:5]
+    wrong = sorted(k for k in set(want) & set(have) if want[k] != have[k])[:5]
+    return f"missing {missing}, unexpected {extra}, wrong shapes {wrong}"
 
 
 def _hub_download(repo_id: str, patterns: list[str]) -> str:
