@@ -37,7 +37,7 @@ download: $(VENV)/.runtime
 run: $(VENV)/.runtime
 	HANDSPRING_WEIGHTS_DIR="$$($(PY) -m handspring_models.weights ensure $(MODEL) --out $(WEIGHTS))" && \
 	HANDSPRING_FEATURE="$${HANDSPRING_FEATURE:-$(MODEL)}" && \
-	export HANDSPRING_WEIGHTS_DIR HANDSPRING_FEATURE && exec $(VENV)/bin/uvicorn app.main:app --host 0.0.0.0 --port $(PORT)
+	export HANDSPRING_WEIGHTS_DIR HANDSPRING_FEATURE && exec $(PY) -m app --host 0.0.0.0 --port $(PORT)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest

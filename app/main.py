@@ -1,4 +1,5 @@
-"""The Handspring HTTP service: ``uvicorn app.main:app --host 0.0.0.0 --port 8080``.
+"""The Handspring HTTP service: ``uvicorn app.main:app --host 0.0.0.0 --port 8080``, or
+``python -m app`` (the same, with the model loading while the web stack is imported).
 
 ``create_app(settings)`` builds an app; the module-level ``app`` reads HANDSPRING_* variables
 when it starts (its lifespan), so importing this module loads nothing.
@@ -6,6 +7,7 @@ when it starts (its lifespan), so importing this module loads nothing.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from contextlib import asynccontextmanager
 
@@ -17,7 +19,9 @@ from . import errors
 from .memory import limit_malloc_arenas
 from .metrics import Metrics, MetricsMiddleware
 from .routes import router
-from .service import Loader, Service, configure_logging
+from .loading import Loader
+from .logs import configure_logging
+from .service import Service
 from .settings import Settings, SettingsError
 
 log = logging.getLogger("handspring.app")
@@ -25,9 +29,11 @@ log = logging.getLogger("handspring.app")
 limit_malloc_arenas()  # at import: before the server starts any thread
 
 
-def create_app(settings: Settings | None = None, loader: Loader | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, loader: Loader | None = None,
+               preload: concurrent.futures.Future | None = None) -> FastAPI:
     """``settings``: None reads the environment at start-up. ``loader(settings) -> embedder``
-    replaces ``handspring_models.load`` (tests use it for fakes and slow loads)."""
+    replaces ``handspring_models.load`` (tests use it for fakes and slow loads). ``preload``: a
+    load ``service.start_loading(settings)`` already began (``python -m app`` does)."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -39,7 +45,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
             log.error("%s", e)
             raise RuntimeError(str(e)) from None
         configure_logging(resolved.log_level_number)
-        service = Service(resolved, loader=loader, metrics=metrics)
+        service = Service(resolved, loader=loader, metrics=metrics, preload=preload)
         app.state.service = service
         try:
             await service.start()
@@ -53,7 +59,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None) -
 
     app = FastAPI(
         title="Handspring",
-        summary="Drop-in vectorizer for Weaviate's multi2vec-clip module",
+        summary="Drop-in vectorizer for Weaviate's multi2vec-clip and multi2vec-bind modules",
         version=handspring_models.__version__,
         lifespan=lifespan,
     )

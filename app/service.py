@@ -8,12 +8,8 @@ from the first moment; a load failure is logged with its traceback and keeps rea
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
-import threading
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -22,32 +18,14 @@ import handspring_models
 from .cpu_gate import CpuGate
 from .engine import EncodeError, Engine, EngineClosed, ItemError
 from .errors import ApiError
+from .loading import Loader, start_loading
 from .metrics import Metrics
 from .schemas import FIELDS, decode_base64, encode_response, parse_vectorize
 from .settings import Settings
 
 log = logging.getLogger("handspring.app")
 
-Loader = Callable[[Settings], Any]
 BIG_BODY = 1 << 20  # parse JSON bodies above this off the event loop
-
-
-def default_loader(settings: Settings):
-    return handspring_models.load(settings.feature, settings.weights_dir, precision=settings.precision,
-                                  max_pixels=settings.max_image_pixels, normalize=settings.normalize)
-
-
-def check_weights(settings: Settings) -> None:
-    """Cheap start-up check (config.json readable, right model) so a wrong HANDSPRING_WEIGHTS_DIR
-    stops the server at once with the library's message instead of failing in the background."""
-    from handspring_models.weights import default_weights_dir, read_config
-
-    model = handspring_models.FEATURES[settings.feature][0]
-    folder = settings.weights_dir if settings.weights_dir is not None else default_weights_dir(model)
-    config = read_config(Path(folder))
-    if config.get("model") != model:
-        raise handspring_models.WeightsError(
-            f"{Path(folder) / 'config.json'} holds {config.get('model')!r}, but {settings.feature} needs {model!r}")
 
 
 def _consume(task: asyncio.Task) -> None:
@@ -56,22 +34,14 @@ def _consume(task: asyncio.Task) -> None:
         task.exception()
 
 
-def configure_logging(level: int) -> None:
-    logger = logging.getLogger("handspring")
-    logger.setLevel(level)
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-
-
 class Service:
     def __init__(self, settings: Settings, loader: Loader | None = None, metrics: Metrics | None = None,
-                 check: bool | None = None):
+                 check: bool | None = None, preload: concurrent.futures.Future | None = None):
         self.settings = settings
-        self.loader = loader or default_loader
+        self.loader = loader  # None: handspring_models.load (app.loading.default_loader)
         # The start-up weights check only makes sense for the real loader.
         self.check = (loader is None) if check is None else check
+        self.preload = preload  # a load already under way: start_loading()'s future
         self.metrics = metrics or Metrics()
         self.state = "created"
         self.error: str | None = None
@@ -84,36 +54,13 @@ class Service:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Return at once; the model loads (and warms up) in a background thread."""
-        if self.check:
-            check_weights(self.settings)
-        import torch
-
-        torch.set_num_threads(self.settings.threads)
+        """Return at once; the model loads (and warms up) in a background thread, unless
+        ``preload`` already started it (see ``python -m app``)."""
+        if self.preload is None:
+            self.preload = start_loading(self.settings, self.loader, check=self.check)
         self.state = "loading"
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future = loop.create_future()
-        thread = threading.Thread(target=self._load_in_thread, args=(loop, done), name="handspring-load", daemon=True)
-        thread.start()
-        self._load_task = asyncio.create_task(self._finish_load(done), name="handspring-load")
-
-    def _load_in_thread(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future) -> None:
-        started = time.perf_counter()
-        try:
-            embedder = self.loader(self.settings)
-            # The first forward pass of each tower is slow (kernel selection): not on a client's request.
-            warmup = getattr(embedder, "warmup", None)
-            if callable(warmup):
-                warmup()
-            result = (embedder, time.perf_counter() - started)
-            deliver = lambda: done.done() or done.set_result(result)
-        except BaseException as e:  # noqa: BLE001 - reported on the loop
-            error = e
-            deliver = lambda: done.done() or done.set_exception(error)
-        try:
-            loop.call_soon_threadsafe(deliver)
-        except RuntimeError:  # the loop closed while we were loading
-            pass
+        self._load_task = asyncio.create_task(self._finish_load(asyncio.wrap_future(self.preload)),
+                                              name="handspring-load")
 
     async def _finish_load(self, done: asyncio.Future) -> None:
         try:

@@ -16,18 +16,20 @@ import gzip
 import html
 from pathlib import Path
 
-import ftfy
-import regex
-
 SOT = "<|startoftext|>"
 EOT = "<|endoftext|>"
 END_OF_WORD = "</w>"
 
-_SPLIT = regex.compile(
-    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-    regex.IGNORECASE,
-)
-_WHITESPACE = regex.compile(r"\s+")
+_SPLIT_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+@functools.lru_cache(maxsize=1)
+def _patterns():
+    """(split, whitespace) patterns. ``regex`` and ``ftfy`` take ~0.1 s to import: they load on the
+    first tokenizer built (in its own thread, beside the weights), not when the package is imported."""
+    import regex
+
+    return regex.compile(_SPLIT_PATTERN, regex.IGNORECASE), regex.compile(r"\s+")
 
 
 @functools.lru_cache(maxsize=1)
@@ -49,9 +51,11 @@ def bytes_to_unicode() -> dict[int, str]:
 
 def clean(text: str) -> str:
     """The original cleaning: fix mojibake, unescape HTML twice, collapse whitespace, lower-case."""
+    import ftfy
+
     text = ftfy.fix_text(text)
     text = html.unescape(html.unescape(text)).strip()
-    return _WHITESPACE.sub(" ", text).strip().lower()
+    return _patterns()[1].sub(" ", text).strip().lower()
 
 
 def read_merges(path: str | Path, count: int = 49152 - 256 - 2) -> list[tuple[str, str]]:
@@ -83,6 +87,9 @@ class Tokenizer:
         self.sot_id = self.encoder[SOT]
         self.eot_id = self.encoder[EOT]
         self.vocab_size = len(self.encoder)
+        self._split = _patterns()[0]
+        import ftfy  # noqa: F401 - loaded here, in the building thread, not on the first text
+
         # Special tokens typed into a text are kept whole, as the original does.
         self._cache: dict[str, tuple[str, ...]] = {SOT: (SOT,), EOT: (EOT,)}
 
@@ -119,7 +126,7 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         """Token ids of a text, without start/end tokens and without truncation."""
         ids: list[int] = []
-        for piece in _SPLIT.findall(clean(text)):
+        for piece in self._split.findall(clean(text)):
             mapped = "".join(self.byte_encoder[b] for b in piece.encode("utf-8"))
             ids.extend(self.encoder[s] for s in self._bpe(mapped))
         return ids

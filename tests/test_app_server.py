@@ -1,4 +1,5 @@
-"""A real ``uvicorn app.main:app`` process on a loopback port, driven the way Weaviate drives it:
+"""A real server process (``uvicorn app.main:app`` and ``python -m app``) on a loopback port, driven
+the way Weaviate drives it:
 start-up polling of /.well-known/ready with 500 ms timeouts, then /vectorize with no
 Content-Type header, then SIGTERM. Plus: bad configuration stops start-up with a clear message."""
 
@@ -29,12 +30,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(env_overrides: dict, log: Path, port: int) -> subprocess.Popen:
+LAUNCHERS = {  # both ways to run the service: the same app, the same behaviour
+    "uvicorn": ["-m", "uvicorn", "app.main:app"],
+    "python -m app": ["-m", "app"],
+}
+
+
+@pytest.fixture(params=list(LAUNCHERS))
+def launcher(request) -> list[str]:
+    return LAUNCHERS[request.param]
+
+
+def start(env_overrides: dict, log: Path, port: int, launcher: list[str] = LAUNCHERS["uvicorn"]) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HANDSPRING_")}
     env.update(env_overrides)
     env["PYTHONUNBUFFERED"] = "1"
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, *launcher, "--host", "127.0.0.1", "--port", str(port)],
         cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )
 
@@ -62,10 +74,11 @@ def stop(proc: subprocess.Popen) -> int:
         raise
 
 
-def test_weaviate_startup_polling_then_vectorize_without_content_type(tiny_weights, tiny_clip, photos, tmp_path):
+def test_weaviate_startup_polling_then_vectorize_without_content_type(tiny_weights, tiny_clip, photos, tmp_path,
+                                                                     launcher):
     port, log = free_port(), tmp_path / "server.log"
     proc = start({"HANDSPRING_WEIGHTS_DIR": str(tiny_weights), "HANDSPRING_PRECISION": "fp32",
-                  "HANDSPRING_THREADS": "1", "HANDSPRING_PREPROCESS_WORKERS": "2"}, log, port)
+                  "HANDSPRING_THREADS": "1", "HANDSPRING_PREPROCESS_WORKERS": "2"}, log, port, launcher)
     try:
         # Weaviate (modules/multi2vec-clip/clients/startup.go): GET ready, 500 ms timeout per try,
         # anything > 299 or no answer = not yet; it retries once a second (faster here) for 120 s.
@@ -115,9 +128,9 @@ def test_weaviate_startup_polling_then_vectorize_without_content_type(tiny_weigh
     ({"HANDSPRING_MAX_BATCH": "lots", "HANDSPRING_PRECISION": "fp8"}, ["HANDSPRING_MAX_BATCH", "HANDSPRING_PRECISION"]),
     ({"HANDSPRING_WEIGHTS_DIR": "/nonexistent/weights"}, ["/nonexistent/weights", "does not exist"]),
 ])
-def test_bad_configuration_stops_startup_with_a_clear_message(env, message, tmp_path):
+def test_bad_configuration_stops_startup_with_a_clear_message(env, message, tmp_path, launcher):
     port, log = free_port(), tmp_path / "server.log"
-    proc = start(env, log, port)
+    proc = start(env, log, port, launcher)
     try:
         code = proc.wait(60)
     finally:
