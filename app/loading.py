@@ -19,7 +19,8 @@ Loader = Callable[[Settings], Any]
 
 def default_loader(settings: Settings):
     return handspring_models.load(settings.feature, settings.weights_dir, precision=settings.precision,
-                                  max_pixels=settings.max_image_pixels, normalize=settings.normalize)
+                                  max_pixels=settings.max_image_pixels, normalize=settings.normalize,
+                                  max_seconds=settings.max_media_seconds)
 
 
 def check_weights(settings: Settings) -> None:

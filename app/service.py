@@ -167,6 +167,8 @@ class Service:
                 "max_body_bytes": s.max_body_bytes,
                 "max_items": s.max_items,
                 "max_image_pixels": s.max_image_pixels,
+                **({"max_media_seconds": s.max_media_seconds}
+                   if {"audio", "video"} & set(e.modalities) else {}),
             },
             "load_seconds": round(self.load_seconds or 0.0, 3),
         }

@@ -75,6 +75,7 @@ class Settings:
     max_body_bytes: int = 64 * MiB
     max_items: int = 256
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_media_seconds: float = 600.0  # ImageBind: longest audio or video
     # ImageBind: unit vectors (true), or the reference model's raw outputs, scaled per modality (false).
     normalize: bool = True
     log_level: str = "INFO"
@@ -97,6 +98,8 @@ class Settings:
                 p.append(f"{PREFIX}{name.upper()}={value!r} must be an integer >= {minimum}")
         if not isinstance(self.batch_window_ms, (int, float)) or not 0 <= self.batch_window_ms <= 10_000:
             p.append(f"{PREFIX}BATCH_WINDOW_MS={self.batch_window_ms!r} must be a number of milliseconds in [0, 10000]")
+        if not isinstance(self.max_media_seconds, (int, float)) or not 0 < self.max_media_seconds <= 86_400:
+            p.append(f"{PREFIX}MAX_MEDIA_SECONDS={self.max_media_seconds!r} must be a number of seconds in (0, 86400]")
         if not self.normalize and not self.feature.startswith("imagebind"):
             p.append(f"{PREFIX}NORMALIZE=false applies to ImageBind features only; {self.feature}'s vectors are "
                      "always unit vectors")
@@ -130,7 +133,7 @@ class Settings:
                     problems.append(f"{PREFIX}{field}={v!r}: {e}")
         for field, parse in (("THREADS", _int), ("PREPROCESS_WORKERS", _int), ("MAX_BATCH", _int),
                              ("MAX_ITEMS", _int), ("MAX_IMAGE_PIXELS", _int), ("MAX_BODY_BYTES", _bytes),
-                             ("BATCH_WINDOW_MS", _float)):
+                             ("BATCH_WINDOW_MS", _float), ("MAX_MEDIA_SECONDS", _float)):
             if (v := raw(field)) is None:
                 continue
             try:

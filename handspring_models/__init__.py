@@ -26,12 +26,13 @@ __all__ = ["load", "FEATURES", "PRECISIONS", "MissingModalityError", "InvalidInp
 
 
 def load(feature: str, weights_dir: str | Path | None = None, precision: str = "fp32",
-         max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool = True) -> Embedder:
+         max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool = True, max_seconds: float = 600.0) -> Embedder:
     """Load a feature. ``weights_dir`` is a folder as ``convert --out`` writes it; by default
     ``$HANDSPRING_WEIGHTS_DIR``, else ``weights/<model>/`` in this repository.
     ``precision``: ``fp32`` (exact), ``bf16`` or ``auto`` (bf16 where the CPU runs it natively).
     ``normalize=False`` (ImageBind only) returns the reference model's raw, per-modality scaled
-    outputs instead of unit vectors; CLIP's are always unit vectors."""
+    outputs instead of unit vectors; CLIP's are always unit vectors. ``max_seconds`` (ImageBind):
+    the longest audio or video accepted."""
     if feature not in FEATURES:
         raise ValueError(f"unknown feature {feature!r}; known: {', '.join(FEATURES)}")
     model = FEATURES[feature][0]
@@ -39,5 +40,5 @@ def load(feature: str, weights_dir: str | Path | None = None, precision: str = "
     if model.startswith("imagebind"):
         from .imagebind_embedder import ImageBindEmbedder
 
-        return ImageBindEmbedder(feature, folder, precision, max_pixels, normalize=normalize)
+        return ImageBindEmbedder(feature, folder, precision, max_pixels, normalize=normalize, max_seconds=max_seconds)
     return CLIPEmbedder(feature, folder, precision, max_pixels)

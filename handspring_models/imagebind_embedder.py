@@ -18,6 +18,7 @@ from .imagebind import ImageBind, ImageBindConfig
 from .preprocess import DEFAULT_MAX_PIXELS, InvalidInputError
 
 MAX_CLIPS_PER_PASS = 32
+DEFAULT_MAX_SECONDS = 600.0  # audio and video: the whole file is decoded (audio) or indexed (video)
 
 # service modality -> the model's tower
 TOWER = {"text": "text", "image": "vision", "video": "vision", "audio": "audio", "depth": "depth",
@@ -26,8 +27,9 @@ TOWER = {"text": "text", "image": "vision", "video": "vision", "audio": "audio",
 
 class ImageBindEmbedder(Embedder):
     def __init__(self, feature: str, folder, precision: str = "fp32", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 normalize: bool = True):
+                 normalize: bool = True, max_seconds: float = DEFAULT_MAX_SECONDS):
         self.normalize = normalize
+        self.max_seconds = max_seconds  # longest audio or video accepted
         super().__init__(feature, folder, precision, max_pixels)
 
     def _read_architecture(self, architecture: dict) -> None:
@@ -70,11 +72,11 @@ class ImageBindEmbedder(Embedder):
         if modality == "audio":
             from .audio import preprocess_audio
 
-            return preprocess_audio(data)
+            return preprocess_audio(data, max_seconds=self.max_seconds)
         if modality == "video":
             from .video import preprocess_video
 
-            return preprocess_video(data, max_pixels=self.max_pixels)
+            return preprocess_video(data, max_seconds=self.max_seconds, max_pixels=self.max_pixels)
         from . import sensors
 
         if modality == "depth":

@@ -144,3 +144,20 @@ def test_raw_outputs_when_normalize_is_off(bind_settings, files):
 def test_normalize_off_is_refused_for_clip():
     with pytest.raises(SettingsError, match="NORMALIZE"):
         Settings(feature="clip_vit_b_32", normalize=False)
+
+
+def test_media_longer_than_the_limit_is_a_422(bind_settings, files):
+    with TestClient(create_app(bind_settings(max_media_seconds=2.0)), raise_server_exceptions=False) as c:
+        wait_ready(c)
+        assert c.get("/meta").json()["limits"]["max_media_seconds"] == 2.0
+        assert post(c, {"audio": [b64(files["audio"][0])]}).status_code == 200  # 1 s
+        r = post(c, {"audio": [b64(files["audio"][1])]})  # 4.5 s
+        assert r.status_code == 422 and "audio[0]" in r.json()["error"], r.text
+        r = post(c, {"video": [b64(files["video"][0])]})  # 2.5 s
+        assert r.status_code == 422 and "video[0]" in r.json()["error"], r.text
+
+
+def test_max_media_seconds_from_the_environment():
+    assert Settings.from_env({"HANDSPRING_MAX_MEDIA_SECONDS": "30"}).max_media_seconds == 30.0
+    with pytest.raises(SettingsError, match="MAX_MEDIA_SECONDS"):
+        Settings.from_env({"HANDSPRING_MAX_MEDIA_SECONDS": "-1"})
