@@ -1,9 +1,10 @@
 """python -m bench [--quick] [--duration S] [--concurrency 1,2,4,8] [--clients 4] [--precision fp32,bf16]
-                [--skip-server] [--skip-model] [--skip-fidelity] [--results DIR]
+                [--skip-server] [--skip-model] [--skip-fidelity] [--skip-imagebind] [--results DIR]
 
 Side by side on this machine: Handspring's service against a Weaviate-style transformers
 reference (started by the benchmark, one server at a time), the model alone against
-transformers, and fidelity per precision. Writes RESULTS/bench.json and RESULTS/throughput.png.
+transformers, and fidelity per precision; then ImageBind's throughput per modality (no reference
+can run here). Writes RESULTS/bench.json and RESULTS/throughput.png.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def parse_args(argv):
     p.add_argument("--skip-server", action="store_true", help="skip (a), the servers")
     p.add_argument("--skip-model", action="store_true", help="skip (b), the model alone")
     p.add_argument("--skip-fidelity", action="store_true", help="skip (c), in-process fidelity")
+    p.add_argument("--skip-imagebind", action="store_true",
+                   help="skip (d), ImageBind per modality (full size: ~4-5 min on 2 idle cores)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="output folder (default bench/results)")
     a = p.parse_args(argv)
     a.duration = a.duration if a.duration is not None else (0.5 if a.quick else 15.0)
@@ -254,6 +257,16 @@ def main(argv: list[str] | None = None) -> int:
         service = {n: fidelity.compare(a, answers["reference"], names_t, names_i)
                    for n, a in answers.items() if n != "reference"}
         result.setdefault("fidelity", {})["service"] = service
+
+    if not args.skip_imagebind:
+        log("(d) ImageBind alone, per modality")
+        from . import imagebind_bench
+
+        ib_account = CpuAccount()
+        result["imagebind"] = imagebind_bench.run(cache, precisions, args.quick, size=args.model_size,
+                                                  log=lambda m: log(m), cpu_account=CpuAccount)
+        result["imagebind"]["other_load"] = ib_account.read()
+        failed |= any("error" in e for e in result["imagebind"]["modalities"].values())
 
     result["targets"] = report.targets(result)
     result["meta"]["elapsed_s"] = time.perf_counter() - t_start

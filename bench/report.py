@@ -222,6 +222,9 @@ def format_report(result: dict) -> str:
         parts.append("\n    service answers vs the reference server's answers to the same requests (min cos):")
         parts.append(_table(["server", "photos", "texts"], rows))
 
+    if result.get("imagebind"):
+        parts.append(format_imagebind(result["imagebind"]))
+
     tg = result.get("targets") or []
     if tg:
         parts.append("\nTARGETS" + (" (quick mode: not meaningful)" if meta["quick"] else ""))
@@ -239,6 +242,62 @@ def format_report(result: dict) -> str:
                      + ("  <- the machine was not idle: ratios are noisy" if other["other_fraction"] > 0.05 else ""))
     parts.append(f"total benchmark time {meta.get('elapsed_s', 0):.0f} s")
     return "\n".join(parts)
+
+
+def _sig(v, digits: int = 3) -> str:
+    """A rate or a time with ``digits`` significant figures: 0.0312, 1.23, 45.6, 789, 1234."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if v == 0 or abs(v) >= 10 ** (digits - 1):
+        return f"{v:.0f}"
+    return f"{v:.{max(0, digits - 1 - math.floor(math.log10(abs(v))))}f}"
+
+
+def format_imagebind(ib: dict) -> str:
+    """(d): one row per modality: preprocessing, model and end-to-end throughput per precision."""
+    precisions = ib["precisions"]
+    w = ib["weights"]
+    model = "imagebind_huge" if w["size"] == "full" else "TINY test model"
+    heading = (f"\n(d) IMAGEBIND ALONE per modality (in process, {ib['threads']} threads; random-weight {model}, "
+               f"seed {w['seed']}; no reference can run here).\n    prepare = bytes/text -> model input; "
+               "model = encode only, batch 1 and batch N; end to end = prepare + encode at batch N (as embed() does)")
+    lines = [heading]
+    header = ["modality", "N"] + [f"prepare ms {p}" for p in precisions]
+    for p in precisions:
+        header += [f"{p} b1/s", f"{p} bN/s"]
+    header += [f"e2e {p}/s" for p in precisions] + ["bf16 min cos", "others' CPU"]
+    rows, notes = [], []
+    for modality, e in ib["modalities"].items():
+        row = [modality, str(max(e["batch_sizes"]))]
+        per = e["precisions"]
+        row += [_sig(per.get(p, {}).get("prepare_ms")) for p in precisions]
+        for p in precisions:
+            by = {b["batch"]: b for b in per.get(p, {}).get("batches", [])}
+            row += [_sig(by.get(1, {}).get("items_per_s")),
+                    _sig(by.get(max(e["batch_sizes"]), {}).get("items_per_s"))]
+        for p in precisions:
+            by = {b["batch"]: b for b in per.get(p, {}).get("batches", [])}
+            row.append(_sig(by.get(max(e["batch_sizes"]), {}).get("e2e_items_per_s")))
+        row.append(_f(e.get("bf16_vs_fp32", {}).get("min_cos"), "{:.6f}"))
+        row.append(_f(e.get("other_load", {}).get("other_fraction"), "{:.0%}"))
+        rows.append(row)
+        notes.append(f"{modality} = {e['inputs']}")
+        if "error" in e:
+            notes.append(f"!! {modality}: {e['error'].splitlines()[0]}")
+    lines.append(_table(header, rows))
+    lines.append("    items/s are per item (a video, an audio file); a video is 15 two-frame clips through the vision "
+                 "tower, an audio file 3 clips.\n    others' CPU = share of the machine other processes took while "
+                 "the row was measured (above ~5%, its figures are noisy)."
+                 "\n    inputs: " + "; ".join(n for n in notes if not n.startswith("!!")))
+    lines += [f"    {n}" for n in notes if n.startswith("!!")]
+    if ib.get("skipped_precisions"):
+        lines.append(f"    not run: {', '.join(ib['skipped_precisions'])}, which this CPU only emulates "
+                     "(slower than fp32 on these towers)")
+    other = ib.get("other_load")
+    if other:
+        lines.append(f"    other processes used {other['other_fraction']:.0%} of the machine's CPU during (d), "
+                     f"which took {other['wall_s']:.0f} s")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- files

@@ -53,8 +53,8 @@ def handspring_spec(weights_dir: Path, precision: str | None = None) -> ServerSp
     if precision is not None:
         env["HANDSPRING_PRECISION"] = precision
         name, label = f"handspring_{precision}", f"handspring HANDSPRING_PRECISION={precision}"
-    return ServerSpec(name, label, [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
-                                    "--port", "{port}"], env)
+    # As the Docker image and `make run` start it.
+    return ServerSpec(name, label, [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", "{port}"], env)
 
 
 def _tree(proc: psutil.Process) -> list[psutil.Process]:

@@ -47,11 +47,11 @@ def quick_run(tmp_path_factory):
 
 def test_quick_writes_json_plot_and_table(quick_run):
     results, data, stdout = quick_run
-    assert set(data) >= {"meta", "checkpoint", "service", "model", "fidelity", "targets"}
+    assert set(data) >= {"meta", "checkpoint", "service", "model", "fidelity", "imagebind", "targets"}
     assert data["meta"]["quick"] is True
     png = results / "throughput.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for heading in ("(a) SERVICE", "(b) MODEL ALONE", "(c) FIDELITY", "TARGETS"):
+    for heading in ("(a) SERVICE", "(b) MODEL ALONE", "(c) FIDELITY", "(d) IMAGEBIND", "TARGETS"):
         assert heading in stdout
 
 
@@ -113,3 +113,29 @@ def test_fidelity_and_targets(quick_run):
     for t in data["targets"]:
         assert t["value"] is not None and math.isfinite(t["value"]) and t["value"] > 0, t
         assert isinstance(t["met"], bool)
+
+
+def test_imagebind_section(quick_run):
+    _, data, stdout = quick_run
+    ib = data["imagebind"]
+    assert ib["weights"]["size"] == "tiny"
+    assert ib["precisions"] == ["fp32", "bf16"]  # quick mode runs bf16 even where it is emulated
+    assert list(ib["modalities"]) == ["text", "image", "video", "audio", "depth", "thermal", "imu"]
+    for modality, entry in ib["modalities"].items():
+        assert "error" not in entry, (modality, entry.get("error"))
+        assert entry["n_inputs"] == max(entry["batch_sizes"]) and entry["mean_input_bytes"] > 0
+        assert set(entry["precisions"]) == {"fp32", "bf16"}
+        for p, m in entry["precisions"].items():
+            assert [b["batch"] for b in m["batches"]] == entry["batch_sizes"], (modality, p)
+            for b in m["batches"]:
+                _positive_finite({k: b[k] for k in ("ms_per_item", "items_per_s", "e2e_items_per_s")},
+                                 f"imagebind.{modality}.{p}.b{b['batch']}")
+                assert b["e2e_items_per_s"] < b["items_per_s"]  # end to end includes the model's time
+            _positive_finite({"prepare_ms": m["prepare_ms"]}, f"imagebind.{modality}.{p}")
+        assert entry["other_load"]["other_fraction"] >= 0
+        fid = entry["bf16_vs_fp32"]
+        assert fid["n"] == entry["n_inputs"]
+        assert 0.99 < fid["min_cos"] <= fid["mean_cos"] <= 1 + 1e-6, (modality, fid)
+    table = stdout.split("(d) IMAGEBIND", 1)[1].split("TARGETS", 1)[0]
+    assert [line.split()[0] for line in table.splitlines() if line.split()[:1] and line.split()[0] in ib["modalities"]] \
+        == list(ib["modalities"])  # one printed row per modality, in order
