@@ -118,7 +118,7 @@ def format_report(result: dict) -> str:
             ("  text latency p50 (ms)", "text_p50_ms", "{:.1f}", ""),
             ("  text latency p99 (ms)", "text_p99_ms", "{:.1f}", ""),
             ("single text alone, median (ms)", "single_text_p50_ms", "{:.1f}", "<= 15 ms"),
-            ("time from start to ready (s)", "ready_s", "{:.2f}", "<= 0.5x"),
+            ("time from start to ready (s, median)", "ready_s", "{:.2f}", "<= 0.5x"),
             ("peak RSS (MB)", "peak_rss_mb", "{:.0f}", "<= 0.5x"),
         ]
         others = [n for n in s["servers"] if n != REFERENCE]

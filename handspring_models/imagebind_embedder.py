@@ -76,7 +76,7 @@ class ImageBindEmbedder(Embedder):
         if modality == "video":
             from .video import preprocess_video
 
-            return preprocess_video(data, max_seconds=self.max_seconds, max_pixels=self.max_pixels)
+            return preprocess_video(data, max_seconds=self.max_seconds)  # its own frame-size cap (2x 4K)
         from . import sensors
 
         if modality == "depth":

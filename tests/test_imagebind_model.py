@@ -10,6 +10,8 @@ through our model.
 from __future__ import annotations
 
 import gc
+import gzip
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -43,17 +45,15 @@ def encode(embedder, name: str, x: torch.Tensor) -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def huge_dir(tmp_path_factory, bpe_path) -> Path:
-    """Full-size imagebind_huge with the seeded random weights (4.8 GB of float32 on disk)."""
+def huge_dir(tmp_path_factory, bpe_path):
+    """Full-size imagebind_huge with the seeded random weights and the real vocabulary (4.8 GB of
+    float32 on disk, removed after the session: pytest keeps its last three temp folders)."""
     out = tmp_path_factory.mktemp("imagebind-huge")
     random_imagebind(out, WEIGHTS_SEED)
-    (out / "merges.txt").unlink()
-    import gzip
-    import shutil
-
-    with gzip.open(bpe_path, "rb") as src, open(out / "merges.txt", "wb") as dst:  # the real vocabulary
+    with gzip.open(bpe_path, "rb") as src, open(out / "merges.txt", "wb") as dst:
         shutil.copyfileobj(src, dst)
-    return out
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- conversion
