@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None,
             log.error("%s", e)
             raise RuntimeError(str(e)) from None
         configure_logging(resolved.log_level_number)
+        logging.getLogger("uvicorn.access").disabled = not resolved.access_log
         service = Service(resolved, loader=loader, metrics=metrics, preload=preload)
         app.state.service = service
         try:

@@ -19,6 +19,7 @@ import re
 from typing import Any
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, StrictStr, ValidationError
 
 from handspring_models import InvalidInputError
@@ -164,9 +165,15 @@ def decode_base64(text: str) -> bytes:
 
 def encode_response(vectors: dict[str, np.ndarray], served: tuple[str, ...]) -> bytes:
     """JSON body: ``<modality>Vectors`` for text and image and every served modality."""
-    out: dict[str, list] = {}
+    out: dict[str, object] = {}
     for modality in FIELDS:
         if modality in ALWAYS_ANSWERED or modality in served or modality in vectors:
             array = vectors.get(modality)
-            out[VECTOR_FIELDS[modality]] = array.tolist() if array is not None else []
-    return json.dumps(out, separators=(",", ":"), allow_nan=False).encode()
+            if array is None or len(array) == 0:
+                out[VECTOR_FIELDS[modality]] = []
+            else:
+                if not np.isfinite(array).all():  # orjson would write null; never send that as a vector
+                    raise ValueError(f"non-finite {modality} vector")
+                # float32 written as the shortest decimal that reads back as the same float32
+                out[VECTOR_FIELDS[modality]] = np.ascontiguousarray(array, dtype=np.float32)
+    return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)

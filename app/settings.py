@@ -79,6 +79,9 @@ class Settings:
     # ImageBind: unit vectors (true), or the reference model's raw outputs, scaled per modality (false).
     normalize: bool = True
     log_level: str = "INFO"
+    # uvicorn's line per request: off by default (at ~100 requests/s it costs CPU the model needs;
+    # /metrics counts requests and latencies instead).
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -125,7 +128,7 @@ class Settings:
             values["precision"] = v.lower()
         if (v := raw("LOG_LEVEL")) is not None:
             values["log_level"] = v.upper()
-        for field in ("TAKE_TURNS", "NORMALIZE"):
+        for field in ("TAKE_TURNS", "NORMALIZE", "ACCESS_LOG"):
             if (v := raw(field)) is not None:
                 try:
                     values[field.lower()] = _bool(v)

@@ -74,3 +74,16 @@ def test_public_is_json_ready():
 
     out = Settings(weights_dir=Path("/w")).public()
     assert out["weights_dir"] == "/w" and json.loads(json.dumps(out)) == out
+
+
+def test_access_log_is_off_unless_asked_for(app_settings):
+    import logging
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    assert Settings.from_env({"HANDSPRING_ACCESS_LOG": "true"}).access_log is True
+    for wanted in (False, True):
+        with TestClient(create_app(app_settings(access_log=wanted))):
+            assert logging.getLogger("uvicorn.access").disabled is not wanted
