@@ -70,7 +70,7 @@ class ImageBindConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ImageBindConfig":
+    def from_dict(cls, d: dict) -> ImageBindConfig:
         d = dict(d)
         trunks = {m: TrunkConfig(**d.pop(m)) for m in MODALITIES if m in d}
         return cls(**trunks, **d)

@@ -8,7 +8,7 @@ thermal x10, depth and IMU x5; audio and video averaged over their clips).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

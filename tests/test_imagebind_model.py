@@ -191,3 +191,32 @@ def test_huge_component_sizes(huge_dir):
     assert 330 < sizes["audio"] < 360
     assert 2400 < sizes["vision"] < 2600
     assert sum(sizes.values()) < 4900
+
+
+def test_download_offline_fails_with_one_clear_error(tmp_path, monkeypatch):
+    from handspring_models.weights import download
+
+    def offline(url, dst, progress=True):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(handspring_models.WeightsError, match="could not download https://dl.fbaipublicfiles.com"):
+        download("imagebind_huge", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_download_converts_the_cached_checkpoint(tmp_path, monkeypatch, imagebind_tiny_pth, bpe_path):
+    """A checkpoint already in torch hub's cache is converted without fetching it again."""
+    import shutil as sh
+
+    from handspring_models.weights import HUB_SOURCES, download
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / HUB_SOURCES["imagebind_huge"]["url"].rsplit("/", 1)[-1]
+    cached.parent.mkdir(parents=True)
+    sh.copy(imagebind_tiny_pth, cached)
+    sh.copy(bpe_path, cached.parent / bpe_path.name)  # the vocabulary beside it, as in ImageBind's repo
+    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("downloaded again"))
+    with pytest.raises(handspring_models.WeightsError, match="head count"):  # tiny: heads unknown, never guessed
+        download("imagebind_huge", tmp_path / "out")

@@ -14,10 +14,12 @@ from . import __doc__ as package_doc
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m handspring_models.weights", description=package_doc.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("download", help="fetch the official checkpoint (Hugging Face Hub or the authors' URL) and convert it")
+    p = sub.add_parser("download",
+                       help="fetch the official checkpoint (Hugging Face Hub or the authors' URL) and convert it")
     p.add_argument("model", choices=MODELS)
     p.add_argument("--out", type=Path, help="default: weights/<model>/ in this repository")
-    p = sub.add_parser("convert", help="convert a Hugging Face CLIPModel folder, an OpenAI .pt, or the official imagebind_huge.pth")
+    p = sub.add_parser("convert",
+                       help="convert a Hugging Face CLIPModel folder, an OpenAI .pt, or the official imagebind_huge.pth")
     p.add_argument("src", type=Path)
     p.add_argument("--model", required=True, choices=MODELS)
     p.add_argument("--out", type=Path, required=True)
