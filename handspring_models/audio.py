@@ -177,6 +177,17 @@ def _check_rate(sample_rate: int) -> None:
 # Resampling (torchaudio.functional.resample, method "sinc_interp_hann")
 
 
+def _reduced_rates(orig_freq: int, new_freq: int) -> tuple[int, int]:
+    """Both rates divided by their gcd: the filter bank's period in input and output samples."""
+    gcd = math.gcd(int(orig_freq), int(new_freq))
+    return int(orig_freq) // gcd, int(new_freq) // gcd
+
+
+def _filter_pad(orig: int, new: int, zero_crossings: int, rolloff: float) -> int:
+    """Input samples each side of a phase that its filter reaches (reduced rates)."""
+    return math.ceil(zero_crossings * orig / (min(orig, new) * rolloff))
+
+
 @functools.lru_cache(maxsize=4)
 def _sinc_filter_bank(orig: int, new: int, zero_crossings: int, rolloff: float) -> tuple[torch.Tensor, int]:
     """Polyphase filters for rates already divided by their gcd: ``([new, 1, taps], pad)``.
@@ -187,7 +198,7 @@ def _sinc_filter_bank(orig: int, new: int, zero_crossings: int, rolloff: float) 
     The float32 operation order is torchaudio's, for identical results.
     """
     cutoff = min(orig, new) * rolloff
-    pad = math.ceil(zero_crossings * orig / cutoff)
+    pad = _filter_pad(orig, new, zero_crossings, rolloff)
     tap_times = torch.arange(-pad, pad + orig, dtype=torch.float32)[None, None] / orig
     phase_times = torch.arange(0, -new, -1, dtype=torch.float32)[:, None, None] / new
     # Distance from each output phase to each tap, in cycles of the cutoff, limited to the window.
@@ -210,9 +221,8 @@ def resample(waveform: torch.Tensor, orig_freq: int, new_freq: int, zero_crossin
         raise ValueError(f"sample rates must be positive integers, got {orig_freq} and {new_freq}")
     if orig_freq == new_freq:
         return waveform
-    gcd = math.gcd(int(orig_freq), int(new_freq))
-    orig, new = int(orig_freq) // gcd, int(new_freq) // gcd
-    if new * (orig + 2 * math.ceil(zero_crossings * orig / (min(orig, new) * rolloff))) > MAX_RESAMPLE_KERNEL:
+    orig, new = _reduced_rates(orig_freq, new_freq)
+    if new * (orig + 2 * _filter_pad(orig, new, zero_crossings, rolloff)) > MAX_RESAMPLE_KERNEL:
         raise InvalidInputError(f"cannot resample {orig_freq} Hz to {new_freq} Hz: the rate ratio {orig}/{new} is too awkward")
     bank, pad = _sinc_filter_bank(orig, new, zero_crossings, rolloff)
 
@@ -235,8 +245,7 @@ def resampled_length(length: int, orig_freq: int, new_freq: int) -> int:
     """
     if orig_freq == new_freq:
         return length
-    gcd = math.gcd(int(orig_freq), int(new_freq))
-    orig, new = int(orig_freq) // gcd, int(new_freq) // gcd
+    orig, new = _reduced_rates(orig_freq, new_freq)
     return int(torch.ceil(torch.as_tensor(new * length / orig)))
 
 
