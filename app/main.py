@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None,
                preload: concurrent.futures.Future | None = None) -> FastAPI:
     """``settings``: None reads the environment at start-up. ``loader(settings) -> embedder``
     replaces ``handspring_models.load`` (tests use it for fakes and slow loads). ``preload``: a
-    load ``service.start_loading(settings)`` already began (``python -m app`` does)."""
+    load ``app.loading.start_loading(settings)`` already began (``python -m app`` does)."""
     metrics = Metrics()
 
     @asynccontextmanager

@@ -137,14 +137,15 @@ class Service:
     def meta(self) -> dict:
         self.require_ready()
         e, s = self.embedder, self.settings
+        normalized = getattr(e, "normalize", True)  # CLIP's vectors are always unit vectors
         return {
             "model": e.model_name,
             "feature": e.feature,
             "features": [e.feature],
             "modalities": list(e.modalities),
             "dim": e.dim,
-            "normalized": getattr(e, "normalize", True),
-            "output": ("unit vectors (L2-normalized)" if getattr(e, "normalize", True) else
+            "normalized": normalized,
+            "output": ("unit vectors (L2-normalized)" if normalized else
                        "the reference model's raw outputs: L2-normalized, then scaled per modality "
                        "(text by its learned scale, audio x20, thermal x10, depth and imu x5), "
                        "audio and video averaged over their clips"),
