@@ -3,9 +3,6 @@ no Content-Type header), on the tiny random-weight ImageBind converted by our co
 
 from __future__ import annotations
 
-import base64
-import json
-
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -14,26 +11,16 @@ import handspring_models
 from app.main import create_app
 from app.settings import Settings, SettingsError
 from tests import media
-from tests.test_app_contract import wait_ready
+from tests.test_app_contract import b64, post, wait_ready
 
 pytestmark = pytest.mark.timeout(180)
 
-FIELDS = ("texts", "images", "audio", "video", "imu", "thermal", "depth")
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 @pytest.fixture(scope="module")
-def bind_settings(imagebind_tiny_weights):
-    import torch
+def bind_settings(app_settings, imagebind_tiny_weights):
+    """``app_settings`` serving the tiny ImageBind (whole model unless ``feature=`` says otherwise)."""
 
     def make(**overrides):
-        values = dict(weights_dir=imagebind_tiny_weights, feature="imagebind_huge", precision="fp32",
-                      threads=torch.get_num_threads(), preprocess_workers=2)
-        values.update(overrides)
-        return Settings(**values)
+        return app_settings(**{"weights_dir": imagebind_tiny_weights, "feature": "imagebind_huge", **overrides})
 
     return make
 
@@ -63,11 +50,6 @@ def bind_body(files, texts=("a dog barking", "")) -> dict:
     body = {"texts": list(texts)}
     body.update({("images" if m == "image" else m): [b64(f) for f in items] for m, items in files.items()})
     return body
-
-
-def post(client, body):
-    """As Weaviate's bind client: JSON body, NO Content-Type header."""
-    return client.post("/vectorize", content=json.dumps(body).encode())
 
 
 def test_meta_names_the_model_modalities_and_licence(client):

@@ -84,6 +84,9 @@ def test_access_log_is_off_unless_asked_for(app_settings):
     from app.main import create_app
 
     assert Settings.from_env({"HANDSPRING_ACCESS_LOG": "true"}).access_log is True
+    from tests.test_app_contract import wait_ready
+
     for wanted in (False, True):
-        with TestClient(create_app(app_settings(access_log=wanted))):
+        with TestClient(create_app(app_settings(access_log=wanted))) as client:
             assert logging.getLogger("uvicorn.access").disabled is not wanted
+            wait_ready(client)  # no model load left running in a thread when the process exits
