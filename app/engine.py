@@ -7,11 +7,12 @@ here, across requests:
   event loop. An item that fails to prepare fails only its own request, with its index.
 - Prepared items wait in one lane per modality. A lane's collector takes the oldest item and
   everything that arrives within ``batch_window_ms`` of it (up to ``max_batch``), then runs one
-  ``encode`` for them on the single inference thread. It waits only while more items of its
-  modality are still being prepared: a lone request runs at once (no window added to its
-  latency), and under load the batch fills while the previous one runs (torch parallelises inside with its
-  intra-op threads), and hands every item its own row. Texts are sorted by length and split
-  where padding would more than double the work, since the model pads to the longest text.
+  ``encode`` for them on a free forward slot (app/slots.py: a few inference threads sharing the
+  cores). It waits only while more items of its modality are still being prepared: a lone
+  request runs at once (no window added to its latency), on every core when nothing else runs.
+  Under load the queue fills while the slots are busy and is shared out over the slots that
+  free up. Every item gets its own row. Texts are sorted by length and split where padding
+  would more than double the work, since the model pads to the longest text.
 - If ``encode`` raises, the items of that batch fail (``EncodeError``) and the lane goes on.
 - ``stop()`` refuses new work, lets every accepted request finish, then stops the lanes. Every
   future that is submitted is resolved, whatever happens.
@@ -25,6 +26,7 @@ import asyncio
 import collections
 import concurrent.futures
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .cpu_gate import CpuGate
+from .slots import ForwardSlots, Slot
 
 log = logging.getLogger("handspring.engine")
 
@@ -95,6 +98,7 @@ class _Lane:
     wakeup: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     preparing: int = 0  # items of this modality still being prepared: worth waiting for
+    batches: set[asyncio.Task] = field(default_factory=set)  # its batches being encoded
 
 
 def group_by_length(lengths: Sequence[int], max_padding_ratio: float = 2.0, floor: int = 8) -> list[list[int]]:
@@ -129,8 +133,13 @@ class Engine:
         preprocess_workers: int = 2,
         observer: Observer | None = None,
         cpu_gate: CpuGate | None = None,
+        slots: ForwardSlots | None = None,
+        prepare_thread_init: Callable[[], None] | None = None,
         client_errors: tuple[type[BaseException], ...] = CLIENT_ERRORS,
     ):
+        """``slots``: where forward passes run; by default one inference thread that leaves
+        torch's thread settings alone. ``prepare_thread_init`` runs once in each preprocessing
+        thread as it starts."""
         if max_batch < 1 or preprocess_workers < 1 or batch_window_ms < 0:
             raise ValueError("max_batch and preprocess_workers must be >= 1, batch_window_ms >= 0")
         self.embedder = embedder
@@ -141,10 +150,11 @@ class Engine:
         self._prepare = prepare or embedder.prepare
         self._observer = observer
         self._gate = cpu_gate or CpuGate(enabled=False)
+        self._slots = slots or ForwardSlots()
+        self._prepare_thread_init = prepare_thread_init
         self._client_errors = client_errors
         self._lanes: dict[str, _Lane] = {}
         self._prep_pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._infer_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._accepting = False
         self._stopping = False
         self._active = 0  # embed() calls in progress
@@ -177,8 +187,9 @@ class Engine:
     async def start(self) -> None:
         if self._accepting or self._stopping:
             raise RuntimeError("an engine starts once")
-        self._prep_pool = concurrent.futures.ThreadPoolExecutor(self.preprocess_workers, thread_name_prefix="handspring-prep")
-        self._infer_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="handspring-infer")
+        self._prep_pool = concurrent.futures.ThreadPoolExecutor(self.preprocess_workers, thread_name_prefix="handspring-prep",
+                                                                initializer=self._prepare_thread_init)
+        self._slots.start()
         self._idle = asyncio.Event()
         self._idle.set()
         for modality in self.modalities:
@@ -199,9 +210,10 @@ class Engine:
         for lane in self._lanes.values():
             lane.wakeup.set()
         await asyncio.gather(*(lane.task for lane in self._lanes.values() if lane.task), return_exceptions=True)
-        for pool in (self._prep_pool, self._infer_pool):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        await asyncio.gather(*(t for lane in self._lanes.values() for t in lane.batches), return_exceptions=True)
+        if self._prep_pool is not None:
+            self._prep_pool.shutdown(wait=False, cancel_futures=True)
+        self._slots.shutdown()
 
     # ------------------------------------------------------------ requests
 
@@ -308,8 +320,16 @@ class Engine:
                         await asyncio.wait_for(lane.wakeup.wait(), remaining)
                     except TimeoutError:
                         break
-                batch = [lane.pending.popleft() for _ in range(min(self.max_batch, len(lane.pending)))]
-                await self._run_batch(lane.modality, batch)
+                slot = await self._slots.acquire()  # items keep arriving while we wait
+                try:
+                    batch = self._take_batch(lane, slot)
+                    task = asyncio.create_task(self._run_batch(lane.modality, batch, slot),
+                                               name=f"handspring-batch-{lane.modality}")
+                except BaseException:
+                    self._slots.release(slot)
+                    raise
+                lane.batches.add(task)
+                task.add_done_callback(lane.batches.discard)
         except BaseException as e:  # a bug or cancellation: never leave a request hanging
             if not isinstance(e, asyncio.CancelledError):
                 log.exception("batching lane %s crashed", lane.modality)
@@ -321,16 +341,27 @@ class Engine:
                 if not item.future.done():
                     item.future.set_exception(EngineClosed("the engine stopped before this item was embedded"))
 
-    async def _run_batch(self, modality: str, batch: list[_Item]) -> None:
+    def _take_batch(self, lane: _Lane, slot: Slot) -> list[_Item]:
+        """The items the acquired ``slot`` encodes. Waiting items are shared with the slots
+        that are free too (a batch each beats one batch on all cores); the pass gets every core
+        only when it takes everything and nothing else runs or is on its way."""
+        share = math.ceil(len(lane.pending) / (1 + self._slots.free))
+        batch = [lane.pending.popleft() for _ in range(min(self.max_batch, share))]
+        if not lane.pending and self._preparing == 0:
+            self._slots.widen(slot)
+        return batch
+
+    async def _run_batch(self, modality: str, batch: list[_Item], slot: Slot) -> None:
         try:
-            await self._encode_batch(modality, batch)
+            await self._encode_batch(modality, batch, slot)
         finally:  # whatever happened (cancellation included), every item is answered exactly once
+            self._slots.release(slot)
             self._backlog -= len(batch)
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(EngineClosed("the engine stopped before this item was embedded"))
 
-    async def _encode_batch(self, modality: str, batch: list[_Item]) -> None:
+    async def _encode_batch(self, modality: str, batch: list[_Item], slot: Slot) -> None:
         live = [item for item in batch if not item.future.done()]  # skip requests that went away
         if not live:
             return
@@ -338,11 +369,9 @@ class Engine:
             groups = [[live[i] for i in g] for g in group_by_length([len(item.prepared) for item in live])]
         else:
             groups = [live]
-        loop = asyncio.get_running_loop()
         for group in groups:
             try:
-                out, seconds = await loop.run_in_executor(self._infer_pool, self._encode, modality,
-                                                          [i.prepared for i in group])
+                out, seconds = await self._slots.run(slot, self._encode, modality, [i.prepared for i in group])
             except Exception as e:
                 log.exception("encoding a %s batch of %d failed", modality, len(group))
                 self._notify("on_encode_error", modality, len(group))

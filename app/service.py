@@ -22,6 +22,7 @@ from .loading import Loader, start_loading
 from .metrics import Metrics
 from .schemas import FIELDS, decode_base64, encode_response, parse_vectorize
 from .settings import Settings
+from .slots import ForwardSlots
 
 log = logging.getLogger("handspring.app")
 
@@ -77,9 +78,15 @@ class Service:
             self.loaded.set()
             return
         s = self.settings
+        import torch  # loaded by now
+
+        # Each thread that runs torch sets its own thread count: the forward slots their share of
+        # the cores, the decoding threads one each (they run side by side already).
         engine = Engine(embedder, prepare=self._make_prepare(embedder), batch_window_ms=s.batch_window_ms,
                         max_batch=s.max_batch, preprocess_workers=s.preprocess_workers, observer=self.metrics,
-                        cpu_gate=CpuGate(enabled=s.take_turns))
+                        cpu_gate=CpuGate(enabled=s.take_turns),
+                        slots=ForwardSlots(s.threads, s.inference_workers, set_threads=torch.set_num_threads),
+                        prepare_thread_init=lambda: torch.set_num_threads(1))
         await engine.start()
         self.embedder, self.engine, self.load_seconds = embedder, engine, seconds
         self.metrics.watch_engine(engine)
@@ -89,11 +96,11 @@ class Service:
         self.loaded.set()
         log.info(
             "loaded %s (model %s, modalities %s, dim %d) precision=%s (requested %s) weights=%s manifest=%s "
-            "in %.2fs (load and warm-up); threads=%d preprocess_workers=%d batch_window_ms=%g max_batch=%d "
-            "take_turns=%s",
+            "in %.2fs (load and warm-up); threads=%d inference_workers=%d preprocess_workers=%d batch_window_ms=%g "
+            "max_batch=%d take_turns=%s",
             embedder.feature, embedder.model_name, ",".join(embedder.modalities), embedder.dim, embedder.precision,
             embedder.requested_precision, embedder.weights_dir, embedder.manifest_sha256, seconds,
-            s.threads, s.preprocess_workers, s.batch_window_ms, s.max_batch, s.take_turns,
+            s.threads, s.inference_workers, s.preprocess_workers, s.batch_window_ms, s.max_batch, s.take_turns,
         )
 
     @staticmethod

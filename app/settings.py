@@ -63,7 +63,10 @@ class Settings:
     weights_dir: Path | None = None  # None: the library's default (weights/<model>/ in the repo)
     feature: str = "clip_vit_b_32"
     precision: str = "auto"
-    threads: int = dataclasses.field(default_factory=available_cpus)  # torch intra-op threads
+    threads: int = dataclasses.field(default_factory=available_cpus)  # torch threads, all forward passes together
+    # Forward passes that run side by side, each on its share of the threads (app/slots.py).
+    # 0: two where there are at least 2 threads, else one.
+    inference_workers: int = 0
     preprocess_workers: int = dataclasses.field(default_factory=available_cpus)
     # How long a prepared item may wait for items of its modality still being decoded, to share
     # their forward pass; a lone request never waits (see app/engine.py).
@@ -84,6 +87,8 @@ class Settings:
     access_log: bool = False
 
     def __post_init__(self) -> None:
+        if self.inference_workers == 0 and isinstance(self.threads, int) and self.threads >= 1:
+            object.__setattr__(self, "inference_workers", min(2, self.threads))
         problems = self.problems()
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
@@ -94,11 +99,15 @@ class Settings:
             p.append(f"{PREFIX}FEATURE={self.feature!r} is not a feature; known: {', '.join(handspring_models.FEATURES)}")
         if self.precision not in handspring_models.PRECISIONS:
             p.append(f"{PREFIX}PRECISION={self.precision!r} must be one of {', '.join(handspring_models.PRECISIONS)}")
-        for name, minimum in (("threads", 1), ("preprocess_workers", 1), ("max_batch", 1),
+        # inference_workers: 0 (automatic) became a count in __post_init__ unless threads is bad too
+        for name, minimum in (("threads", 1), ("inference_workers", 0), ("preprocess_workers", 1), ("max_batch", 1),
                               ("max_body_bytes", 1), ("max_items", 1), ("max_image_pixels", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 p.append(f"{PREFIX}{name.upper()}={value!r} must be an integer >= {minimum}")
+        if isinstance(self.inference_workers, int) and isinstance(self.threads, int) and self.inference_workers > self.threads >= 1:
+            p.append(f"{PREFIX}INFERENCE_WORKERS={self.inference_workers} is more than {PREFIX}THREADS={self.threads}: "
+                     "each forward pass needs a thread of its own")
         if not isinstance(self.batch_window_ms, (int, float)) or not 0 <= self.batch_window_ms <= 10_000:
             p.append(f"{PREFIX}BATCH_WINDOW_MS={self.batch_window_ms!r} must be a number of milliseconds in [0, 10000]")
         if not isinstance(self.max_media_seconds, (int, float)) or not 0 < self.max_media_seconds <= 86_400:
@@ -134,7 +143,7 @@ class Settings:
                     values[field.lower()] = _bool(v)
                 except ValueError as e:
                     problems.append(f"{PREFIX}{field}={v!r}: {e}")
-        for field, parse in (("THREADS", _int), ("PREPROCESS_WORKERS", _int), ("MAX_BATCH", _int),
+        for field, parse in (("THREADS", _int), ("INFERENCE_WORKERS", _int), ("PREPROCESS_WORKERS", _int), ("MAX_BATCH", _int),
                              ("MAX_ITEMS", _int), ("MAX_IMAGE_PIXELS", _int), ("MAX_BODY_BYTES", _bytes),
                              ("BATCH_WINDOW_MS", _float), ("MAX_MEDIA_SECONDS", _float)):
             if (v := raw(field)) is None:

@@ -142,7 +142,8 @@ class CLIP(nn.Module):
         Thanks to the causal mask, positions after a row's end-of-text token never reach it, so a
         batch may be cut to its longest text instead of padded to the full context."""
         n = tokens.shape[1]
-        x = self.token_embedding(tokens) + self.positional_embedding[:n]  # [b, n, width]
+        # The table may be kept in the file's dtype (see Embedder.LOOKUP_TABLES): cast the rows.
+        x = self.token_embedding(tokens).to(self.positional_embedding.dtype) + self.positional_embedding[:n]  # [b, n, width]
         x = self.transformer(x, causal=True)
         x = x[torch.arange(x.shape[0]), eot_index]  # [b, width]
         x = self.ln_final(x) @ self.text_projection  # [b, embed_dim]

@@ -77,7 +77,7 @@ class Embedder:
             filename = meta["components"].get(component)
             if filename is None:
                 raise WeightsError(f"{folder / 'config.json'} lists no {component} component")
-            state.update(load_component(folder, filename, self.dtype))
+            state.update(load_component(folder, filename, self.dtype, mapped=self.LOOKUP_TABLES.get(component, ())))
         self._adjust_state(state)
         try:
             model.load_state_dict(state, strict=True, assign=True)
@@ -90,6 +90,9 @@ class Embedder:
 
     # --- what a model says about itself
     context_length = 77
+    # Per component, the tables the model only looks rows up in (token embeddings): left on the
+    # file, memory-mapped, so only the rows texts use become resident, and cast per lookup.
+    LOOKUP_TABLES: dict[str, tuple[str, ...]] = {}
 
     def _read_architecture(self, architecture: dict) -> None:
         raise NotImplementedError
@@ -166,6 +169,8 @@ class Embedder:
 
 
 class CLIPEmbedder(Embedder):
+    LOOKUP_TABLES = {"text": ("token_embedding.weight",)}
+
     def _read_architecture(self, architecture: dict) -> None:
         self.config = CLIPConfig.from_dict(architecture)
         self.dim = self.config.embed_dim

@@ -174,7 +174,8 @@ class TextTokens(nn.Module):
         self.pos_embed = nn.Parameter(torch.empty(1, context_length, width))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [b, n] with n <= context
-        return self.token_embedding(tokens) + self.pos_embed[:, : tokens.shape[1]]
+        # The table may be kept in the file's dtype (see Embedder.LOOKUP_TABLES): cast the rows.
+        return self.token_embedding(tokens).to(self.pos_embed.dtype) + self.pos_embed[:, : tokens.shape[1]]
 
 
 class IMUTokens(nn.Module):

@@ -38,6 +38,8 @@ class ImageBindEmbedder(Embedder):
         self.image_size = self.config.image_size
         self.context_length = self.config.context_length
 
+    LOOKUP_TABLES = {"text": ("modality_preprocessors.text.token_embedding.weight",)}
+
     def _towers(self) -> list[str]:
         return sorted({TOWER[m] for m in self.modalities})
 

@@ -82,7 +82,6 @@ class Tokenizer:
         symbols += ["".join(m) for m in merges]
         symbols += [SOT, EOT]
         self.encoder = {s: i for i, s in enumerate(symbols)}
-        self.decoder = {i: s for s, i in self.encoder.items()}
         self.ranks = {m: i for i, m in enumerate(merges)}
         self.sot_id = self.encoder[SOT]
         self.eot_id = self.encoder[EOT]
@@ -138,6 +137,11 @@ class Tokenizer:
             ids = ids[: self.context_length]
             ids[-1] = self.eot_id
         return ids
+
+    @functools.cached_property
+    def decoder(self) -> dict[int, str]:
+        # Built on first use: only ``decode`` needs it, and the service never decodes (~5 MB).
+        return {i: s for s, i in self.encoder.items()}
 
     def decode(self, ids: list[int]) -> str:
         byte_decoder = {c: b for b, c in self.byte_encoder.items()}

@@ -23,29 +23,30 @@ pytestmark = pytest.mark.timeout(120)
 
 
 class Spy:
-    """The real tiny model; records every forward pass, can hold the FIRST one on a gate and
-    make it fail."""
+    """The real tiny model; records every forward pass, can hold them all on a gate (every
+    inference thread stays busy, so later items queue) and make the first one fail."""
 
-    def __init__(self, inner, hold_first: bool = False, fail_first: bool = False):
+    def __init__(self, inner, hold: bool = False, fail_first: bool = False):
         self.inner = inner
         self.batches: list[tuple[str, int]] = []
         self.gate = threading.Event()
-        if not hold_first:
+        if not hold:
             self.gate.set()
         self.fail_first = fail_first
         self.entered = threading.Event()
+        self._lock = threading.Lock()  # forward passes run on more than one thread
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
     def encode(self, modality, prepared):
-        first = not self.batches  # encode runs on the single inference thread: no race
-        self.batches.append((modality, len(prepared)))
+        with self._lock:
+            first = not self.batches
+            self.batches.append((modality, len(prepared)))
         self.entered.set()
-        if first:
-            assert self.gate.wait(60), "test gate never opened"
-            if self.fail_first:
-                raise RuntimeError("simulated model failure")
+        assert self.gate.wait(60), "test gate never opened"
+        if first and self.fail_first:
+            raise RuntimeError("simulated model failure")
         return self.inner.encode(modality, prepared)
 
 
@@ -105,14 +106,14 @@ def items_in(bodies) -> int:
 
 
 def test_32_concurrent_requests_are_batched_and_equal_sequential_ones(app_settings, serve_app, tiny_clip, pictures):
-    app, holder = spy_app(app_settings(take_turns=False), hold_first=True)
+    app, holder = spy_app(app_settings(take_turns=False), hold=True)
     bodies = mixed_requests(pictures)
 
     async def main():
         async with serve_app(app) as client:
             spy, engine = holder["spy"], app.state.service.engine
             tasks = [asyncio.create_task(post(client, b)) for b in bodies]
-            # Hold the model until every item of every request is prepared and queued.
+            # Hold the model until every item of every request is prepared and queued or held.
             await until(lambda: engine.queue_depth == items_in(bodies), "all items queued")
             spy.gate.set()
             concurrent = await asyncio.gather(*tasks)
@@ -135,7 +136,7 @@ def test_32_concurrent_requests_are_batched_and_equal_sequential_ones(app_settin
 
 
 def test_a_bad_image_among_concurrent_requests_fails_only_its_own(app_settings, serve_app, tiny_clip, pictures):
-    app, holder = spy_app(app_settings(take_turns=False), hold_first=True)
+    app, holder = spy_app(app_settings(take_turns=False), hold=True)
     good = [{"images": [b64(pictures[i % 4])], "texts": [f"request {i}"]} for i in range(10)]
     truncated = pictures[0][: len(pictures[0]) // 2]
     bad = [{"images": [b64(b"definitely not an image")]},
@@ -162,7 +163,7 @@ def test_a_bad_image_among_concurrent_requests_fails_only_its_own(app_settings, 
 
 
 def test_a_failing_forward_pass_fails_only_its_batch(app_settings, serve_app, tiny_clip):
-    app, holder = spy_app(app_settings(take_turns=False), hold_first=True, fail_first=True)
+    app, holder = spy_app(app_settings(take_turns=False), hold=True, fail_first=True)
 
     async def main():
         async with serve_app(app) as client:
@@ -185,7 +186,7 @@ def test_a_failing_forward_pass_fails_only_its_batch(app_settings, serve_app, ti
 
 
 def test_probes_and_meta_answer_while_the_model_is_busy(app_settings, serve_app):
-    app, holder = spy_app(app_settings(take_turns=False), hold_first=True)
+    app, holder = spy_app(app_settings(take_turns=False), hold=True)
 
     async def main():
         async with serve_app(app) as client:
@@ -210,7 +211,7 @@ def test_probes_and_meta_answer_while_the_model_is_busy(app_settings, serve_app)
 def test_shutdown_lets_in_flight_requests_finish(app_settings, tiny_clip):
     import httpx
 
-    app, holder = spy_app(app_settings(take_turns=False), hold_first=True)
+    app, holder = spy_app(app_settings(take_turns=False), hold=True)
 
     async def main():
         lifespan = app.router.lifespan_context(app)

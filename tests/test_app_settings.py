@@ -25,12 +25,25 @@ def test_every_variable_is_read():
         "HANDSPRING_PRECISION": "BF16", "HANDSPRING_THREADS": "3", "HANDSPRING_PREPROCESS_WORKERS": "5",
         "HANDSPRING_BATCH_WINDOW_MS": "2.5", "HANDSPRING_MAX_BATCH": "64", "HANDSPRING_MAX_BODY_BYTES": "16MiB",
         "HANDSPRING_MAX_ITEMS": "1_000", "HANDSPRING_MAX_IMAGE_PIXELS": "1000000", "HANDSPRING_LOG_LEVEL": "debug",
-        "HANDSPRING_TAKE_TURNS": "off",
+        "HANDSPRING_TAKE_TURNS": "off", "HANDSPRING_INFERENCE_WORKERS": "3",
     })
     assert s.weights_dir == Path("/models/clip") and s.feature == "clip_vit_b_32_text" and s.precision == "bf16"
     assert (s.threads, s.preprocess_workers, s.batch_window_ms, s.max_batch) == (3, 5, 2.5, 64)
     assert (s.max_body_bytes, s.max_items, s.max_image_pixels, s.log_level) == (16 * MiB, 1000, 1_000_000, "DEBUG")
-    assert s.take_turns is False
+    assert s.take_turns is False and s.inference_workers == 3
+
+
+@pytest.mark.parametrize("threads, workers", [(1, 1), (2, 2), (16, 2)])
+def test_two_forward_passes_side_by_side_wherever_there_are_two_threads(threads, workers):
+    assert Settings.from_env({"HANDSPRING_THREADS": str(threads)}).inference_workers == workers
+    assert Settings.from_env({"HANDSPRING_THREADS": str(threads), "HANDSPRING_INFERENCE_WORKERS": "0"}).inference_workers == workers
+
+
+def test_inference_workers_need_a_thread_each():
+    with pytest.raises(SettingsError, match="HANDSPRING_INFERENCE_WORKERS=3 is more than HANDSPRING_THREADS=2"):
+        Settings.from_env({"HANDSPRING_THREADS": "2", "HANDSPRING_INFERENCE_WORKERS": "3"})
+    with pytest.raises(SettingsError, match="HANDSPRING_INFERENCE_WORKERS=-1 must be an integer >= 0"):
+        Settings.from_env({"HANDSPRING_INFERENCE_WORKERS": "-1"})
 
 
 def test_take_turns_must_be_a_boolean():

@@ -4,8 +4,10 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 import handspring_models
@@ -156,3 +158,41 @@ def test_ensure_prints_only_the_folder_to_serve(tmp_path):
     assert run.stdout.strip() == str(tmp_path / "clip-random-demo")
     assert "RANDOM-WEIGHT demo model" in run.stderr
     assert json.loads((tmp_path / "clip-random-demo" / "config.json").read_text())["source"].startswith("random")
+
+
+def test_token_table_stays_on_the_file_and_only_its_rows_are_cast(tiny_weights):
+    """The token embedding is memory-mapped, as stored (float32), whatever the precision; a bf16
+    model gets exactly the rows it would get from a bf16 copy of the whole table."""
+    from safetensors.torch import load_file
+
+    table = load_file(tiny_weights / "text.safetensors")["token_embedding.weight"]
+    bf16 = handspring_models.load("clip_vit_b_32_text", tiny_weights, precision="bf16")
+    mapped = bf16.model.token_embedding.weight
+    assert mapped.dtype == torch.float32 and torch.equal(mapped, table)
+    mapped_files = Path("/proc/self/maps").read_text() if Path("/proc/self/maps").exists() else None
+    if mapped_files is not None:
+        assert str(tiny_weights / "text.safetensors") in mapped_files
+    tokens = torch.tensor([[5, 17, 300, 2]])
+    rows = bf16.model.token_embedding(tokens).to(torch.bfloat16)
+    assert torch.equal(rows, table.to(torch.bfloat16)[tokens])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_map_tensor_reads_what_safetensors_reads(tmp_path, dtype):
+    from safetensors.torch import save_file
+
+    from handspring_models.weights import map_tensor
+
+    tensors = {"a": torch.arange(7, dtype=torch.int64), "table": torch.randn(33, 5).to(dtype), "z": torch.ones(3)}
+    save_file(tensors, tmp_path / "t.safetensors")
+    mapped = map_tensor(tmp_path / "t.safetensors", "table")
+    assert mapped.dtype == dtype and torch.equal(mapped, tensors["table"])
+    with pytest.raises(ValueError, match="'a' is not a float32, float16 or bfloat16 tensor"):
+        map_tensor(tmp_path / "t.safetensors", "a")
+
+
+def test_a_missing_lookup_table_is_named(weights_copy):
+    from handspring_models.weights import WeightsError, load_component
+
+    with pytest.raises(WeightsError, match="has no tensor 'nope'"):
+        load_component(weights_copy, "text.safetensors", torch.float32, mapped=("nope",))

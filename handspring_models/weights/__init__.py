@@ -86,8 +86,10 @@ def read_config(folder: Path) -> dict:
     return config
 
 
-def load_component(folder: Path, filename: str, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """One modality's tensors, cast to ``dtype``.
+def load_component(folder: Path, filename: str, dtype: torch.dtype,
+                   mapped: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """One modality's tensors, cast to ``dtype``; the tensors named in ``mapped`` are left on
+    the file, memory-mapped and as stored (see ``map_tensor``).
 
     Pages of a memory-mapped file count as resident until it is unmapped, so the file is reopened
     every ~64 MiB: the peak stays near the loaded model's size instead of model + whole file."""
@@ -99,7 +101,10 @@ def load_component(folder: Path, filename: str, dtype: torch.dtype) -> dict[str,
     tensors: dict[str, torch.Tensor] = {}
     try:
         with safe_open(path, framework="pt") as f:
-            keys = list(f.keys())
+            keys = [k for k in f.keys() if k not in mapped]
+            missing = [k for k in mapped if k not in f.keys()]
+        if missing:
+            raise WeightsError(f"{path} has no tensor {missing[0]!r}")
         while len(tensors) < len(keys):
             read = 0
             with safe_open(path, framework="pt") as f:
@@ -109,12 +114,41 @@ def load_component(folder: Path, filename: str, dtype: torch.dtype) -> dict[str,
                     read += tensor.numel() * tensor.element_size()
                     if read >= _REOPEN_BYTES:
                         break
+        for key in mapped:
+            tensors[key] = map_tensor(path, key)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise WeightsError(f"{path} is corrupt or unreadable: {e}") from None
     return tensors
 
 
 _REOPEN_BYTES = 64 << 20
+_NUMPY_DTYPES = {"F32": ("float32", None), "F16": ("float16", None), "BF16": ("int16", torch.bfloat16)}
+
+
+def map_tensor(path: Path, key: str) -> torch.Tensor:
+    """One tensor of a safetensors file, memory-mapped on its own and read-only in effect
+    (copy-on-write): only the pages that are read become resident. For lookup tables such as a
+    token embedding, of which a text reads a few rows: 49408 x 512 floats that would otherwise be
+    resident whole.
+
+    The safetensors layout: an 8-byte little-endian header length, a JSON header giving each
+    tensor's dtype, shape and byte range, then the data."""
+    import numpy as np
+
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_len))
+    info = header.get(key)
+    if not isinstance(info, dict) or info.get("dtype") not in _NUMPY_DTYPES:
+        raise ValueError(f"{key!r} is not a float32, float16 or bfloat16 tensor in {path}")
+    start, end = info["data_offsets"]
+    shape = tuple(info["shape"])
+    np_dtype, view_as = _NUMPY_DTYPES[info["dtype"]]
+    if end - start != int(np.prod(shape)) * np.dtype(np_dtype).itemsize:
+        raise ValueError(f"{key!r} in {path}: its byte range does not fit its shape")
+    array = np.memmap(path, dtype=np_dtype, mode="c", offset=8 + header_len + start, shape=shape)
+    tensor = torch.from_numpy(array)  # keeps the mapping alive for as long as the tensor lives
+    return tensor.view(view_as) if view_as is not None else tensor
 
 
 def _cast(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
