@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .main import create_app
 
-    uvicorn.run(create_app(settings, preload=preload), host=args.host, port=args.port)
+    uvicorn.run(create_app(settings, preload=preload, launcher=True), host=args.host, port=args.port)
     return 0
 
 

@@ -3,7 +3,11 @@ before importing the web stack (``python -m app``)."""
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
+import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -46,7 +50,7 @@ def start_loading(settings: Settings, loader: Loader | None = None, check: bool 
     import torch
 
     torch.set_num_threads(settings.threads)
-    future: concurrent.futures.Future = concurrent.futures.Future()
+    future = LoadFuture()
     future.set_running_or_notify_cancel()
     load = loader or default_loader
 
@@ -62,5 +66,38 @@ def start_loading(settings: Settings, loader: Loader | None = None, check: bool 
         except BaseException as e:  # noqa: BLE001 - reported through the future
             future.set_exception(e)
 
-    threading.Thread(target=run, name="handspring-load", daemon=True).start()
+    future.thread = threading.Thread(target=run, name="handspring-load", daemon=True)
+    future.thread.start()
     return future
+
+
+class LoadFuture(concurrent.futures.Future):
+    """``start_loading``'s future, with the thread doing the load."""
+
+    thread: threading.Thread | None = None
+
+
+def exit_cleanly_if_still_loading(future: concurrent.futures.Future) -> None:
+    """For a server that stops while its model is still loading: if the load thread is still
+    running when the interpreter exits, end the process there, after flushing the logs, instead
+    of finalizing. Finalizing would abort it (SIGABRT, exit 134, "terminate called without an
+    active exception"): CPython ends daemon threads at exit with pthread_exit, whose forced
+    unwind cannot pass through torch's native frames. The status is 0, what uvicorn returns after
+    a Ctrl+C shutdown. Only for launchers: it decides the exit status.
+
+    (uvicorn re-raises SIGTERM once it has shut down, so a SIGTERM'd server ends by the signal
+    before the interpreter finalizes and never gets here.)"""
+    thread = getattr(future, "thread", None)
+    if thread is None or not thread.is_alive():
+        return
+
+    def exit_now() -> None:
+        if not thread.is_alive():
+            return
+        logging.getLogger("handspring.app").info("exiting while the model is still loading")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+    atexit.register(exit_now)

@@ -30,10 +30,12 @@ limit_malloc_arenas()  # at import: before the server starts any thread
 
 
 def create_app(settings: Settings | None = None, loader: Loader | None = None,
-               preload: concurrent.futures.Future | None = None) -> FastAPI:
+               preload: concurrent.futures.Future | None = None, launcher: bool = False) -> FastAPI:
     """``settings``: None reads the environment at start-up. ``loader(settings) -> embedder``
     replaces ``handspring_models.load`` (tests use it for fakes and slow loads). ``preload``: a
-    load ``app.loading.start_loading(settings)`` already began (``python -m app`` does)."""
+    load ``app.loading.start_loading(settings)`` already began (``python -m app`` does).
+    ``launcher``: the app is the process's server (uvicorn's ``app.main:app``, ``python -m
+    app``), so stopping during the load may end the process (``exit_cleanly_if_still_loading``)."""
     metrics = Metrics()
 
     @asynccontextmanager
@@ -46,7 +48,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None,
             raise RuntimeError(str(e)) from None
         configure_logging(resolved.log_level_number)
         logging.getLogger("uvicorn.access").disabled = not resolved.access_log
-        service = Service(resolved, loader=loader, metrics=metrics, preload=preload)
+        service = Service(resolved, loader=loader, metrics=metrics, preload=preload, launcher=launcher)
         app.state.service = service
         try:
             await service.start()
@@ -71,4 +73,4 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None,
     return app
 
 
-app = create_app()
+app = create_app(launcher=True)

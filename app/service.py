@@ -18,7 +18,7 @@ import handspring_models
 from .cpu_gate import CpuGate
 from .engine import EncodeError, Engine, EngineClosed, ItemError
 from .errors import ApiError
-from .loading import Loader, start_loading
+from .loading import Loader, exit_cleanly_if_still_loading, start_loading
 from .metrics import Metrics
 from .schemas import FIELDS, decode_base64, encode_response, parse_vectorize
 from .settings import Settings
@@ -37,12 +37,14 @@ def _consume(task: asyncio.Task) -> None:
 
 class Service:
     def __init__(self, settings: Settings, loader: Loader | None = None, metrics: Metrics | None = None,
-                 check: bool | None = None, preload: concurrent.futures.Future | None = None):
+                 check: bool | None = None, preload: concurrent.futures.Future | None = None,
+                 launcher: bool = False):
         self.settings = settings
         self.loader = loader  # None: handspring_models.load (app.loading.default_loader)
         # The start-up weights check only makes sense for the real loader.
         self.check = (loader is None) if check is None else check
         self.preload = preload  # a load already under way: start_loading()'s future
+        self.launcher = launcher  # this process is the server: it may decide how the process exits
         self.metrics = metrics or Metrics()
         self.state = "created"
         self.error: str | None = None
@@ -119,6 +121,8 @@ class Service:
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()  # the loading thread is a daemon; its result is dropped
             await asyncio.gather(self._load_task, return_exceptions=True)
+            if self.launcher:
+                exit_cleanly_if_still_loading(self.preload)
         if self.engine is not None:
             await self.engine.stop()
         self.state = "stopped"

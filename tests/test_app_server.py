@@ -143,3 +143,50 @@ def test_bad_configuration_stops_startup_with_a_clear_message(env, message, tmp_
     assert errors, text
     for word in message:
         assert word in errors[0], text
+
+
+def start_slow_loading_server(tiny_weights, log: Path, port: int, as_launcher: bool) -> subprocess.Popen:
+    """A server whose load runs torch's native code for a minute (tests/slow_load_server.py), once
+    it answers /.well-known/live."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDSPRING_")}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.slow_load_server", str(port), str(tiny_weights),
+                             *(["launcher"] if as_launcher else [])],
+                            cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if request(port, "GET", "/.well-known/live")[0] == 204:
+                return proc
+        except OSError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise AssertionError(log.read_text())
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 0), (signal.SIGTERM, -signal.SIGTERM)], ids=["SIGINT", "SIGTERM"])
+def test_stopping_while_the_model_loads_ends_at_once_as_uvicorn_ends(tiny_weights, tmp_path, sig, code):
+    """The load thread is inside torch when the server stops. The process ends as uvicorn ends any
+    stopped server (status 0 after Ctrl+C; SIGTERM re-raised), not by SIGABRT (134) when the C++
+    runtime meets the thread at interpreter exit, which Ctrl+C did before the launchers' exit guard."""
+    port, log = free_port(), tmp_path / "server.log"
+    proc = start_slow_loading_server(tiny_weights, log, port, as_launcher=True)
+    try:
+        assert request(port, "GET", "/.well-known/ready")[0] == 503  # still loading
+        started = time.monotonic()
+        proc.send_signal(sig)
+        assert proc.wait(30) == code, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert time.monotonic() - started < 10  # did not wait out the minute-long load
+    assert "stopped (was loading)" in log.read_text()
+
+
+def test_an_embedded_app_leaves_the_exit_to_its_process(tiny_weights, tmp_path):
+    port, log = free_port(), tmp_path / "server.log"
+    proc = start_slow_loading_server(tiny_weights, log, port, as_launcher=False)
+    assert stop(proc) == -signal.SIGTERM
+    output = log.read_text()
+    assert "stopped (was loading)" in output and "exiting while the model is still loading" not in output
