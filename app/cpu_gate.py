@@ -7,6 +7,9 @@ run about 1.5x slower than alone. So they take turns: any number of decodes run 
 forward pass runs alone, and a waiting forward pass goes first (new decodes queue behind it).
 Decodes that were already waiting when a forward pass ends get in before the next one, so a
 steady stream of text batches cannot starve image decoding.
+
+Several forward passes may run at once (app/slots.py): a new decode waits until none runs, and
+the decodes already waiting get in as soon as any one of them ends.
 """
 
 from __future__ import annotations
