@@ -9,11 +9,11 @@ batch 2 and 190 at batch 4; two passes on 1 thread each, 154 at batch 1 and 190 
 
 A lone request should still get every core, or its latency doubles. So slot 0 may run a pass
 "wide", with all the threads, when nothing else is running or waiting; the other slots wait
-for it. Wide passes are only offered when every slot's own share is one thread: each thread
+for it. Wide passes are only offered when every other slot's share is one thread: each thread
 that runs torch with more than one thread keeps its own OpenMP worker threads, and once
 libgomp manages more threads than there are CPUs it stops spinning at barriers, which made
 every pass about 1.5x slower here. A share of one needs no workers, so slot 0's team is the
-only one. Above 3 threads each slot runs its share and no pass goes wide.
+only one. So with 2 slots and 4 or more threads, each slot runs its share and none goes wide.
 
 Results do not depend on the thread count: the model's outputs are bit-identical on 1 and 2
 threads (checked in tests/test_slots.py).
@@ -26,7 +26,7 @@ import collections
 import concurrent.futures
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -39,13 +39,13 @@ class Slot:
     executor: concurrent.futures.ThreadPoolExecutor | None = None
     busy: bool = False
     wide: bool = False  # the pass running now has every thread
-    current: int = field(default=0)  # the thread count its thread is set to (0: not set yet)
+    current: int = 0  # the thread count its thread is set to (0: not set yet)
 
 
 class ForwardSlots:
     """``count`` inference threads sharing ``threads`` torch threads. ``set_threads(n)`` sets
     the calling thread's torch thread count (``torch.set_num_threads``); None leaves torch's
-    setting alone (one slot, as before)."""
+    settings alone."""
 
     def __init__(self, threads: int = 1, count: int = 1, set_threads: Callable[[int], None] | None = None):
         if threads < 1 or count < 1:
@@ -71,14 +71,6 @@ class ForwardSlots:
                 slot.executor.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------ state
-
-    @property
-    def count(self) -> int:
-        return len(self.slots)
-
-    @property
-    def busy(self) -> int:
-        return sum(s.busy for s in self.slots)
 
     @property
     def free(self) -> int:

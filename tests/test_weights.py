@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 import handspring_models
 from handspring_models.weights import verify
