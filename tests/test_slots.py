@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine import Engine
 from app.slots import ForwardSlots
-from tests.test_engine import Fake, run, vector, wait_until
+from tests.test_engine import Fake, run, started, vector, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -139,16 +138,10 @@ def test_each_pass_runs_on_its_slots_thread_with_its_thread_count():
 # ------------------------------------------------------------ in the engine
 
 
-async def engine_on(fake, slots, **kwargs) -> Engine:
-    engine = Engine(fake, batch_window_ms=1.0, max_batch=32, preprocess_workers=2, slots=slots, **kwargs)
-    await engine.start()
-    return engine
-
-
 def test_queued_items_are_shared_over_the_free_slots_and_run_at_once():
     async def main():
         fake = Fake(gated=True)
-        engine = await engine_on(fake, ForwardSlots(2, 2))
+        engine = await started(fake, slots=ForwardSlots(2, 2))
         requests = [asyncio.create_task(engine.embed("text", [f"t{i}"])) for i in range(4)]
         await wait_until(lambda: len(fake.batches) == 2, "two forward passes in flight")
         assert sorted(fake.sizes()) == [2, 2]  # both held at once: they run side by side
@@ -165,7 +158,7 @@ def test_a_lone_item_gets_every_thread_and_items_under_load_get_a_share():
     async def main():
         recorder = Recorder()
         fake = Fake()
-        engine = await engine_on(fake, ForwardSlots(2, 2, set_threads=recorder))
+        engine = await started(fake, slots=ForwardSlots(2, 2, set_threads=recorder))
         await engine.embed("text", ["alone"])
         assert [n for _, n in recorder.calls] == [2]
         fake.gate.clear()
@@ -182,7 +175,7 @@ def test_a_lone_item_gets_every_thread_and_items_under_load_get_a_share():
 def test_stop_waits_for_batches_on_every_slot():
     async def main():
         fake = Fake(gated=True)
-        engine = await engine_on(fake, ForwardSlots(2, 2))
+        engine = await started(fake, slots=ForwardSlots(2, 2))
         requests = [asyncio.create_task(engine.embed("image", [f"i{i}"])) for i in range(4)]
         await wait_until(lambda: len(fake.batches) == 2, "two passes in flight")
         stopping = asyncio.create_task(engine.stop())

@@ -101,8 +101,9 @@ def load_component(folder: Path, filename: str, dtype: torch.dtype,
     tensors: dict[str, torch.Tensor] = {}
     try:
         with safe_open(path, framework="pt") as f:
-            keys = [k for k in f.keys() if k not in mapped]
-            missing = [k for k in mapped if k not in f.keys()]
+            stored = f.keys()
+        keys = [k for k in stored if k not in mapped]
+        missing = [k for k in mapped if k not in stored]
         if missing:
             raise WeightsError(f"{path} has no tensor {missing[0]!r}")
         while len(tensors) < len(keys):
