@@ -18,9 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
 
-    from .memory import limit_malloc_arenas
+    from .memory import bound_kernel_caches, limit_malloc_arenas
 
     limit_malloc_arenas()  # before any thread starts
+    bound_kernel_caches()  # before the model's first forward pass
     import logging
 
     from handspring_models import WeightsError

@@ -16,6 +16,7 @@ from typing import Any
 
 import handspring_models
 
+from .memory import loading_allocations
 from .settings import Settings
 
 Loader = Callable[[Settings], Any]
@@ -57,11 +58,12 @@ def start_loading(settings: Settings, loader: Loader | None = None, check: bool 
     def run() -> None:
         started = time.perf_counter()
         try:
-            embedder = load(settings)
-            # The first forward pass of each tower is slow (kernel selection): not on a client's request.
-            warmup = getattr(embedder, "warmup", None)
-            if callable(warmup):
-                warmup()
+            with loading_allocations():
+                embedder = load(settings)
+                # The first forward pass of each tower is slow (kernel selection): not on a client's request.
+                warmup = getattr(embedder, "warmup", None)
+                if callable(warmup):
+                    warmup()
             future.set_result((embedder, time.perf_counter() - started))
         except BaseException as e:  # noqa: BLE001 - reported through the future
             future.set_exception(e)

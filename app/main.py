@@ -16,7 +16,7 @@ from fastapi import FastAPI
 import handspring_models
 
 from . import errors
-from .memory import limit_malloc_arenas
+from .memory import bound_kernel_caches, limit_malloc_arenas
 from .metrics import Metrics, MetricsMiddleware
 from .routes import router
 from .loading import Loader
@@ -27,6 +27,7 @@ from .settings import Settings, SettingsError
 log = logging.getLogger("handspring.app")
 
 limit_malloc_arenas()  # at import: before the server starts any thread
+bound_kernel_caches()  # and before the model's first forward pass
 
 
 def create_app(settings: Settings | None = None, loader: Loader | None = None,
