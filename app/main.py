@@ -16,11 +16,11 @@ from fastapi import FastAPI
 import handspring_models
 
 from . import errors
+from .loading import Loader
+from .logs import configure_logging
 from .memory import bound_kernel_caches, limit_malloc_arenas
 from .metrics import Metrics, MetricsMiddleware
 from .routes import router
-from .loading import Loader
-from .logs import configure_logging
 from .service import Service
 from .settings import Settings, SettingsError
 

@@ -2,8 +2,10 @@
 
 - glibc gives every thread that allocates its own arena (up to 8 per core), and memory freed in
   an arena stays with it. Our decoding, inference and event-loop threads each touch large,
-  short-lived buffers, so under load the process grows by arenas full of freed memory. Two
-  arenas measured here: peak RSS under Weaviate's load 706 -> 673 MB, throughput unchanged.
+  short-lived buffers, so under load the process grows by arenas full of freed memory. Measured
+  here under the benchmark's load: 706 -> 673 MB peak RSS with two arenas instead of glibc's
+  default, and, once the caches below were bounded, 657-661 -> 630-637 MB with one instead of
+  two; throughput unchanged (small blocks come from per-thread caches without the arena lock).
 - oneDNN (under PyTorch's linear layers) builds one primitive per input shape and thread count,
   and two caches keep them (oneDNN's own and PyTorch's ideep one, 1024 entries each by
   default). A primitive holds 0.3-0.6 MB for a text's few rows and several MB for an image
@@ -38,7 +40,7 @@ def _glibc():
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
 
 
-def limit_malloc_arenas(arenas: int = 2) -> bool:
+def limit_malloc_arenas(arenas: int = 1) -> bool:
     """Cap glibc's arenas unless MALLOC_ARENA_MAX already set them; False where libc is not glibc."""
     if "MALLOC_ARENA_MAX" in os.environ:
         return False

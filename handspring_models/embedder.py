@@ -141,12 +141,14 @@ class Embedder:
             raise InvalidInputError(f"an image must be encoded bytes or a PIL image, not {type(item).__name__}")
         return preprocess_image(item, self.image_size)
 
-    @staticmethod
-    def _pad_texts(prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token-id rows -> [b, longest] (pad id 0, as OpenAI does) and each row's end-of-text index.
-        Padding only to the longest text of the batch: see the models' ``encode_text``."""
+    def _pad_texts(self, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token-id rows -> [b, width] (pad id 0, as OpenAI does) and each row's end-of-text index.
+        ``width`` is the longest text of the batch (see the models' ``encode_text``) rounded up to
+        an even count: half as many matrix shapes for oneDNN to build and cache (kernels.py), for
+        one padding position at most, which the causal mask keeps out of every real token."""
         lengths = torch.tensor([len(t) for t in prepared])
-        tokens = torch.zeros(len(prepared), int(lengths.max()), dtype=torch.long)
+        width = min(int(lengths.max()) + int(lengths.max()) % 2, self.context_length)
+        tokens = torch.zeros(len(prepared), width, dtype=torch.long)
         for row, ids in enumerate(prepared):
             tokens[row, : len(ids)] = ids
         return tokens, lengths - 1

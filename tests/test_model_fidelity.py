@@ -88,6 +88,23 @@ def test_text_result_does_not_depend_on_batch(tiny_weights):
     np.testing.assert_allclose(alone, together, atol=1e-5)
 
 
+def test_texts_pad_to_an_even_width_within_the_context(tiny_weights):
+    model = handspring_models.load("clip_vit_b_32", tiny_weights)
+    for length, width in ((5, 6), (6, 6), (76, 76), (77, 77)):
+        tokens, ends = model._pad_texts([torch.arange(1, length + 1)])
+        assert tokens.shape == (1, width)
+        assert ends.tolist() == [length - 1]
+
+
+def test_even_padding_changes_no_text_vector(tiny_weights):
+    """The extra padding position is after every end-of-text token, so the causal mask hides it."""
+    model = handspring_models.load("clip_vit_b_32", tiny_weights)
+    for text in TEXTS:
+        ids = model.prepare("text", text)
+        tight = model.model.encode_text(ids[None], torch.tensor([len(ids) - 1]))
+        np.testing.assert_allclose(model.encode("text", [ids]), tight.numpy(), atol=1e-6)
+
+
 def test_image_result_does_not_depend_on_batch(tiny_weights, photos):
     model = handspring_models.load("clip_vit_b_32", tiny_weights)
     images = list(photos.values())
