@@ -12,8 +12,8 @@
   batch's hundreds. Texts come in every batch x length, so the caches fill: +120-180 MB under
   the benchmark's load, gigabytes in principle. Bounding both caches bounds that.
 - Loading allocates and frees every weight twice (cast, then packed), and glibc's adaptive
-  mmap threshold sends most of that into the heap, where the freed copies stay resident:
-  +55 MB of peak during the load and ~50 MB of holes after it, for CLIP.
+  mmap threshold sends much of that into the heap, where the freed copies stay resident: ~50 MB
+  of free heap after CLIP's load (anonymous memory 460 -> 409 MB after a trim).
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 # Cache sizes, read by oneDNN and ideep on first use. A pass of CLIP's text or image tower needs
-# 4-5 primitives for its batch shape and thread count. oneDNN's cache keeps 128: lone texts
-# cycling through ~17 lengths need 68 at two threads, and a smaller cache thrashes (64: one text
-# 14 ms instead of 11.7; a miss costs ~0.3-0.45 ms of kernel generation). ideep's sits in front
-# of it and holds its own copy of each descriptor, so it keeps only what one pass per inference
-# thread needs (a miss there costs ~0.02 ms when oneDNN's cache hits).
+# 4-5 primitives for its batch shape and thread count. oneDNN's cache keeps 128: lone texts of
+# the benchmark's 17 lengths needed 68 at two threads (48 since texts pad to even widths), and
+# 64 entries thrashed (one text 14-16 ms instead of 12; a miss costs 0.3-0.45 ms of kernel
+# generation). ideep's cache sits in front of oneDNN's and holds its own copy of each
+# descriptor, so it keeps only what one pass per inference thread needs (a miss there costs
+# ~0.02 ms when oneDNN's cache hits).
 KERNEL_CACHE_CAPACITIES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": 128, "LRU_CACHE_CAPACITY": 16}
 
 

@@ -144,8 +144,8 @@ class Embedder:
     def _pad_texts(self, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Token-id rows -> [b, width] (pad id 0, as OpenAI does) and each row's end-of-text index.
         ``width`` is the longest text of the batch (see the models' ``encode_text``) rounded up to
-        an even count: half as many matrix shapes for oneDNN to build and cache (kernels.py), for
-        one padding position at most, which the causal mask keeps out of every real token."""
+        an even count: half as many matrix shapes for oneDNN to build and cache, for one padding
+        position at most, which the causal mask keeps out of every real token."""
         lengths = torch.tensor([len(t) for t in prepared])
         width = min(int(lengths.max()) + int(lengths.max()) % 2, self.context_length)
         tokens = torch.zeros(len(prepared), width, dtype=torch.long)

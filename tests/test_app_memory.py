@@ -1,4 +1,5 @@
 import json
+import platform
 import subprocess
 import sys
 
@@ -10,8 +11,8 @@ ENV = {"PATH": "/usr/bin:/bin"}
 
 
 def run(code, env=ENV):
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=False,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                          check=False, timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -64,8 +65,8 @@ print(anon() - before)
 
 
 def grown_mib(mode):
-    out = subprocess.run([sys.executable, "-c", SHAPES, mode], cwd=REPO, env=ENV, capture_output=True, check=False,
-                         text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", SHAPES, mode], cwd=REPO, env=ENV, capture_output=True,
+                         text=True, check=False, timeout=300)
     assert out.returncode == 0, out.stderr
     if out.stdout.strip() == "unavailable":
         pytest.skip("no oneDNN weight packing in this torch build")
@@ -100,8 +101,9 @@ print(during, mapped_by(2 << 20), mapped_by(40 << 20))
 
 
 def test_loading_maps_large_allocations_and_the_service_then_reuses_the_heap():
-    if "glibc" not in " ".join(__import__("platform").libc_ver()):
-        pytest.skip("glibc only")
+    libc, version = platform.libc_ver()
+    if libc != "glibc" or tuple(map(int, version.split("."))) < (2, 33):
+        pytest.skip("needs glibc 2.33+ (mallinfo2)")
     # While loading, 2 MiB gets its own mapping (returned on free); afterwards it comes from the
     # heap, and only allocations over 32 MiB are mapped.
     assert run(GLIBC_MAPPED) == "True False True"
