@@ -8,9 +8,10 @@
   two; throughput unchanged (small blocks come from per-thread caches without the arena lock).
 - oneDNN (under PyTorch's linear layers) builds one primitive per input shape and thread count,
   and two caches keep them (oneDNN's own and PyTorch's ideep one, 1024 entries each by
-  default). A primitive holds 0.3-0.6 MB for a text's few rows and several MB for an image
-  batch's hundreds. Texts come in every batch x length, so the caches fill: +120-180 MB under
-  the benchmark's load, gigabytes in principle. Bounding both caches bounds that.
+  default). A bf16 primitive and ideep's copy of its descriptor hold 0.3-0.55 MB (measured with
+  mallinfo for CLIP's shapes). Texts come in every batch x length, so the caches fill: +120-180
+  MB under the benchmark's load, hundreds of MB more in principle. Bounding both caches bounds
+  that.
 - Loading allocates and frees every weight twice (cast, then packed), and glibc's adaptive
   mmap threshold sends much of that into the heap, where the freed copies stay resident: ~50 MB
   of free heap after CLIP's load (anonymous memory 460 -> 409 MB after a trim).
