@@ -10,9 +10,9 @@ from tests.conftest import REPO
 ENV = {"PATH": "/usr/bin:/bin"}
 
 
-def run(code, env=ENV):
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                          check=False, timeout=120)
+def run(code, *args, env=ENV, timeout=120):
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, check=False, timeout=timeout)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -23,7 +23,7 @@ def test_arenas_are_capped_on_glibc():
 
 def test_an_explicit_malloc_arena_max_is_left_alone():
     code = "from app.memory import limit_malloc_arenas; print(limit_malloc_arenas())"
-    assert run(code, {**ENV, "MALLOC_ARENA_MAX": "4"}) == "False"
+    assert run(code, env={**ENV, "MALLOC_ARENA_MAX": "4"}) == "False"
 
 
 BOUND = "import json; from app.memory import bound_kernel_caches; print(json.dumps(bound_kernel_caches()))"
@@ -34,7 +34,7 @@ def test_kernel_caches_are_bounded_by_default():
 
 
 def test_explicit_kernel_cache_sizes_are_left_alone():
-    values = json.loads(run(BOUND, {**ENV, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}))
+    values = json.loads(run(BOUND, env={**ENV, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024"}))
     assert values == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "16"}
 
 
@@ -65,12 +65,10 @@ print(anon() - before)
 
 
 def grown_mib(mode):
-    out = subprocess.run([sys.executable, "-c", SHAPES, mode], cwd=REPO, env=ENV, capture_output=True,
-                         text=True, check=False, timeout=300)
-    assert out.returncode == 0, out.stderr
-    if out.stdout.strip() == "unavailable":
+    out = run(SHAPES, mode, timeout=300)
+    if out == "unavailable":
         pytest.skip("no oneDNN weight packing in this torch build")
-    return float(out.stdout)
+    return float(out)
 
 
 def test_bounded_kernel_caches_stop_growing_with_new_shapes():
