@@ -26,6 +26,19 @@ def packing_available() -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=None)
+def packs(dtype: torch.dtype) -> bool:
+    """Whether oneDNN can prepack weights of ``dtype`` on this CPU: its bf16 reorder needs
+    AVX512 (BW, VL, DQ) or AVX-NE-CONVERT and raises elsewhere, where bf16 stays dense."""
+    if not packing_available():
+        return False
+    try:
+        pack(torch.zeros(8, 8, dtype=dtype))
+    except RuntimeError:
+        return False
+    return True
+
+
 def pack(weight: torch.Tensor) -> torch.Tensor:
     """``[out, in]`` dense weight -> the same weight in oneDNN's prepacked layout."""
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
@@ -54,16 +67,15 @@ class Linear(nn.Linear):
 def pack_linear_weights(model: nn.Module) -> int:
     """Prepack every ``Linear`` weight and attention ``in_proj_weight`` in place, for inference only
     (the packed tensors cannot be trained or saved). Returns how many were packed; 0 where oneDNN
-    packing is not available, which leaves the model as it was."""
-    if not packing_available():
-        return 0
+    cannot pack them on this CPU, which leaves the model as it was."""
     count = 0
     for module in model.modules():
         for name in ("weight", "in_proj_weight"):
             if name == "weight" and not isinstance(module, Linear):
                 continue
             param = getattr(module, name, None)
-            if isinstance(param, torch.Tensor) and param.dim() == 2 and not param.is_mkldnn:
+            if (isinstance(param, torch.Tensor) and param.dim() == 2 and not param.is_mkldnn
+                    and packs(param.dtype)):
                 packed = pack(param)
                 delattr(module, name)  # drop the dense copy: one copy of the weights only
                 setattr(module, name, packed)
