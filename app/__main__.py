@@ -4,11 +4,17 @@
 application's start-up begins loading the model. Here the order is: settings (which imports
 torch), start loading the weights in a thread, and only then import the web stack, while the
 load runs (mostly native code that releases the GIL). Same app, same settings, same behaviour.
+
+SIGTERM drains before the server closes (``DrainingServer``): while in-flight requests finish,
+for up to HANDSPRING_DRAIN_TIMEOUT_S, the port stays open, liveness answers, readiness and new
+requests answer 503; then the process exits with status 0. A second signal, or Ctrl+C, is
+uvicorn's own prompt shutdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -46,9 +52,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn  # the web stack, imported while the weights load
 
+    from .draining import DrainingServer
     from .main import create_app
 
-    uvicorn.run(create_app(settings, preload=preload, launcher=True), host=args.host, port=args.port)
+    app = create_app(settings, preload=preload, launcher=True)
+    # The drain answers every request by its deadline; uvicorn's own wait is only a backstop.
+    config = uvicorn.Config(app, host=args.host, port=args.port, timeout_graceful_shutdown=5)
+    server = DrainingServer(config, app)
+    server.run()
+    if server.work_abandoned():
+        # A forward pass whose requests were answered 503 may still be running: nobody wants its
+        # result, and the interpreter would wait for its thread before exiting.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -11,7 +11,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from .disconnect import ClientGone
+
 log = logging.getLogger("handspring.app")
+
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ApiError(Exception):
@@ -57,6 +61,12 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
     return error_response(422, "; ".join(parts) or "invalid request")
 
 
+async def _client_gone(request: Request, exc: ClientGone) -> Response:
+    """Nobody reads this answer; 499 (nginx's "client closed request") labels it in /metrics."""
+    request.app.state.metrics.abandoned.inc()
+    return error_response(CLIENT_CLOSED_REQUEST, str(exc))
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, f"internal error: {type(exc).__name__}")
@@ -66,4 +76,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientGone, _client_gone)
     app.add_exception_handler(Exception, _internal_error)

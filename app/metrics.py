@@ -40,10 +40,42 @@ class Metrics:
                                registry=r)
         self.ready = Gauge("handspring_ready", "1 once the model is loaded and serving", registry=r)
         self.load_seconds = Gauge("handspring_model_load_seconds", "Seconds the model took to load", registry=r)
+        self.queue_wait = Histogram("handspring_queue_wait_seconds",
+                                    "Seconds a prepared input waited for its forward pass, by modality",
+                                    ("modality",), buckets=SECONDS_BUCKETS, registry=r)
+        self.first_forward = Histogram("handspring_time_to_first_forward_seconds",
+                                       "Seconds from a request's arrival to its first forward pass",
+                                       buckets=SECONDS_BUCKETS, registry=r)
+        self.rejected = Counter("handspring_rejected_requests", "Requests refused at once (429), by reason",
+                                ("reason",), registry=r)
+        self.timed_out = Counter("handspring_timed_out_requests",
+                                 "Requests not done within HANDSPRING_REQUEST_TIMEOUT_S (answered 503)", registry=r)
+        self.abandoned = Counter("handspring_abandoned_requests",
+                                 "Requests whose client went away before the answer; their work was dropped",
+                                 registry=r)
+        self.in_flight = Gauge("handspring_requests_in_flight", "Vectorize requests taken in and not yet answered",
+                               registry=r)
+        self.max_in_flight = Gauge("handspring_max_concurrent_requests", "HANDSPRING_MAX_CONCURRENT_REQUESTS",
+                                   registry=r)
+        self.prepared_bytes = Gauge("handspring_prepared_bytes",
+                                    "Memory reserved for decoded inputs (being decoded, queued or in a forward pass)",
+                                    registry=r)
+        self.prepared_budget = Gauge("handspring_prepared_budget_bytes", "HANDSPRING_MAX_PREPARED_MB, in bytes",
+                                     registry=r)
+        self.budget_waiting = Gauge("handspring_prepared_budget_waiting",
+                                    "Inputs waiting for room in the memory budget before they are decoded",
+                                    registry=r)
         self._queue_source: Callable[[], int] = lambda: 0
         self._preparing_source: Callable[[], int] = lambda: 0
         self.queue_depth.set_function(lambda: self._queue_source())
         self.preparing.set_function(lambda: self._preparing_source())
+
+    def watch_limits(self, admission, budget) -> None:
+        self.in_flight.set_function(lambda: admission.in_flight)
+        self.max_in_flight.set(admission.max_in_flight)
+        self.prepared_bytes.set_function(lambda: budget.used)
+        self.prepared_budget.set(budget.capacity)
+        self.budget_waiting.set_function(lambda: budget.waiting)
 
     def watch_engine(self, engine) -> None:
         self._queue_source = lambda: engine.queue_depth
@@ -56,6 +88,12 @@ class Metrics:
 
     def on_encode_error(self, modality: str, size: int) -> None:
         self.encode_errors.labels(modality).inc()
+
+    def on_queue_wait(self, modality: str, seconds: float) -> None:
+        self.queue_wait.labels(modality).observe(seconds)
+
+    def on_first_forward(self, seconds: float) -> None:
+        self.first_forward.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

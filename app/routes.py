@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
+from .disconnect import ClientGone, while_connected
 from .errors import ApiError, error_response
 from .schemas import ErrorResponse, VectorizeRequest, VectorizeResponse
+from .service import Service
 
 router = APIRouter()
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 422, 500, 503)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 422, 429, 500, 503)}
 
 
-def _service(request: Request):
+def _service(request: Request) -> Service:
     return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(_service)]
 
 
 @router.head("/.well-known/live", include_in_schema=False)
@@ -25,8 +34,7 @@ async def live() -> Response:
 
 @router.head("/.well-known/ready", include_in_schema=False)
 @router.get("/.well-known/ready", status_code=204, response_class=Response, responses={503: {"model": ErrorResponse}})
-async def ready(request: Request) -> Response:
-    service = _service(request)
+async def ready(request: Request, service: ServiceDep) -> Response:
     if service.ready:
         return Response(status_code=204)
     if request.method == "HEAD":
@@ -35,8 +43,8 @@ async def ready(request: Request) -> Response:
 
 
 @router.get("/meta", responses={503: {"model": ErrorResponse}})
-async def meta(request: Request) -> JSONResponse:
-    return JSONResponse(_service(request).meta())
+async def meta(service: ServiceDep) -> JSONResponse:
+    return JSONResponse(service.meta())
 
 
 @router.post(
@@ -46,16 +54,18 @@ async def meta(request: Request) -> JSONResponse:
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": VectorizeRequest.model_json_schema()}}}},
 )
-async def vectorize(request: Request) -> Response:
-    service = _service(request)
+async def vectorize(request: Request, service: ServiceDep) -> Response:
+    arrived = time.monotonic()
     service.require_ready()  # before reading a possibly large body
-    body = await read_body(request, service.settings.max_body_bytes)
-    return Response(await service.vectorize(body), media_type="application/json")
+    with service.admit():  # 429 past the cap, before the body is read
+        body = await read_body(request, service.settings.max_body_bytes)
+        answer = await while_connected(request, service.vectorize(body, arrived))
+    return Response(answer, media_type="application/json")
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    m = _service(request).metrics
+async def metrics(service: ServiceDep) -> Response:
+    m = service.metrics
     return Response(m.render(), media_type=m.content_type)
 
 
@@ -68,9 +78,12 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise ApiError(413, too_big)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, too_big)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, too_big)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone("the client went away while sending its request") from None
     return b"".join(chunks)

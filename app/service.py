@@ -9,24 +9,39 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import errno
 import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
 import handspring_models
 
+from .admission import Admission, Overloaded
+from .budget import MemoryBudget
 from .cpu_gate import CpuGate
-from .engine import EncodeError, Engine, EngineClosed, ItemError
+from .engine import DeadlineExceeded, EncodeError, Engine, EngineClosed, ItemError, Job, PrepareFault
 from .errors import ApiError
 from .loading import Loader, exit_cleanly_if_still_loading, start_loading
 from .metrics import Metrics
 from .schemas import FIELDS, decode_base64, encode_response, parse_vectorize
-from .settings import Settings
+from .settings import MB, Settings
 from .slots import ForwardSlots
 
 log = logging.getLogger("handspring.app")
 
 BIG_BODY = 1 << 20  # parse JSON bodies above this off the event loop
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """An audio or video with this request's own limit on its length (see ``_limit_media``)."""
+
+    data: str
+    max_seconds: float
 
 
 def _consume(task: asyncio.Task) -> None:
@@ -53,6 +68,11 @@ class Service:
         self.load_seconds: float | None = None
         self._load_task: asyncio.Task | None = None
         self.loaded = asyncio.Event()  # set when loading ends, either way (tests wait on it)
+        self.admission = Admission(settings.max_concurrent_requests)
+        self.budget = MemoryBudget(settings.max_prepared_mb * MB)
+        self.metrics.watch_limits(self.admission, self.budget)
+        self._drain: asyncio.Task | None = None
+        self.work_abandoned = False  # the drain deadline passed with requests still in flight
 
     # ------------------------------------------------------------ lifecycle
 
@@ -86,7 +106,7 @@ class Service:
         # the cores, the decoding threads one each (they run side by side already).
         engine = Engine(embedder, prepare=self._make_prepare(embedder), batch_window_ms=s.batch_window_ms,
                         max_batch=s.max_batch, preprocess_workers=s.preprocess_workers, observer=self.metrics,
-                        cpu_gate=CpuGate(enabled=s.take_turns),
+                        cpu_gate=CpuGate(enabled=s.take_turns), budget=self.budget,
                         slots=ForwardSlots(s.threads, s.inference_workers, set_threads=torch.set_num_threads),
                         prepare_thread_init=lambda: torch.set_num_threads(1))
         await engine.start()
@@ -99,23 +119,33 @@ class Service:
         log.info(
             "loaded %s (model %s, modalities %s, dim %d) precision=%s (requested %s) weights=%s manifest=%s "
             "in %.2fs (load and warm-up); threads=%d inference_workers=%d preprocess_workers=%d batch_window_ms=%g "
-            "max_batch=%d take_turns=%s",
+            "max_batch=%d take_turns=%s; limits: max_concurrent_requests=%d max_prepared_mb=%d "
+            "request_timeout_s=%g drain_timeout_s=%g",
             embedder.feature, embedder.model_name, ",".join(embedder.modalities), embedder.dim, embedder.precision,
             embedder.requested_precision, embedder.weights_dir, embedder.manifest_sha256, seconds,
             s.threads, s.inference_workers, s.preprocess_workers, s.batch_window_ms, s.max_batch, s.take_turns,
+            s.max_concurrent_requests, s.max_prepared_mb, s.request_timeout_s, s.drain_timeout_s,
         )
 
     @staticmethod
     def _make_prepare(embedder):
         def prepare(modality: str, item):
+            if isinstance(item, MediaItem):
+                return embedder.prepare(modality, decode_base64(item.data), max_seconds=item.max_seconds)
             if modality != "text" and isinstance(item, str):
                 item = decode_base64(item)
             return embedder.prepare(modality, item)
 
         return prepare
 
-    async def stop(self) -> None:
-        """Finish in-flight requests, then stop the engine."""
+    async def drain(self) -> None:
+        """Stop taking requests (ready and new requests answer 503), give those in flight up to
+        HANDSPRING_DRAIN_TIMEOUT_S to finish, answer the rest 503, stop the engine. Once."""
+        if self._drain is None:
+            self._drain = asyncio.create_task(self._stop_once(), name="handspring-drain")
+        await asyncio.shield(self._drain)
+
+    async def _stop_once(self) -> None:
         previous, self.state = self.state, "stopping"
         self.metrics.ready.set(0)
         if self._load_task is not None and not self._load_task.done():
@@ -124,9 +154,15 @@ class Service:
             if self.launcher:
                 exit_cleanly_if_still_loading(self.preload)
         if self.engine is not None:
-            await self.engine.stop()
+            log.info("draining: %d request(s) in flight, %gs to finish", self.engine.active_requests,
+                     self.settings.drain_timeout_s)
+            self.work_abandoned = not await self.engine.stop(self.settings.drain_timeout_s)
         self.state = "stopped"
         log.info("stopped (was %s)", previous)
+
+    async def stop(self) -> None:
+        """The drain, if a signal has not begun it already."""
+        await self.drain()
 
     # ------------------------------------------------------------ queries
 
@@ -181,15 +217,35 @@ class Service:
                 "max_image_pixels": s.max_image_pixels,
                 **({"max_media_seconds": s.max_media_seconds}
                    if {"audio", "video"} & set(e.modalities) else {}),
+                **({"max_videos_per_request": s.max_videos_per_request} if "video" in e.modalities else {}),
+                **({"max_audio_seconds_per_request": s.max_audio_seconds_per_request}
+                   if "audio" in e.modalities else {}),
+                "max_concurrent_requests": s.max_concurrent_requests,
+                "max_prepared_mb": s.max_prepared_mb,
+                "request_timeout_s": s.request_timeout_s,
+                "drain_timeout_s": s.drain_timeout_s,
             },
             "load_seconds": round(self.load_seconds or 0.0, 3),
         }
 
     # ------------------------------------------------------------ vectorize
 
-    async def vectorize(self, body: bytes) -> bytes:
-        """Raw request body -> JSON response body. Raises ApiError for every non-200 answer."""
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """A place among the requests in flight for the whole request, or ApiError 429 at once."""
+        try:
+            with self.admission.admit():
+                yield
+        except Overloaded as e:
+            self.metrics.rejected.labels("concurrency").inc()
+            raise ApiError(429, f"{e}: retry later", headers={"Retry-After": "1"}) from None
+
+    async def vectorize(self, body: bytes, arrived: float | None = None) -> bytes:
+        """Raw request body -> JSON response body. Raises ApiError for every non-200 answer.
+        ``arrived``: ``time.monotonic()`` when the request came in; its deadline counts from it."""
         self.require_ready()
+        arrived = time.monotonic() if arrived is None else arrived
+        job = Job(arrived=arrived, deadline=arrived + self.settings.request_timeout_s)
         if len(body) > BIG_BODY:
             request = await asyncio.to_thread(parse_vectorize, body)
         else:
@@ -200,6 +256,7 @@ class Service:
             counts = ", ".join(f"{FIELDS[m]}: {len(v)}" for m, v in inputs.items() if v)
             raise ApiError(413, f"too many items: {total} ({counts}); the limit is {self.settings.max_items} "
                                 "per request (HANDSPRING_MAX_ITEMS)")
+        self._check_media(inputs)
         embedder, engine = self.embedder, self.engine
         for modality, items in inputs.items():
             if items:
@@ -208,7 +265,8 @@ class Service:
                 except ValueError as e:
                     raise ApiError(422, f"{FIELDS[modality]}: {e}") from None
         vectors: dict[str, np.ndarray] = {m: np.zeros((0, embedder.dim), np.float32) for m in inputs}
-        vectors.update(await self._embed_all(engine, {m: items for m, items in inputs.items() if items}))
+        wanted = {m: self._limit_media(m, items) for m, items in inputs.items() if items}
+        vectors.update(await self._embed_all(engine, wanted, job))
         for modality, array in vectors.items():
             if array.shape != (len(inputs[modality]), embedder.dim) or not np.isfinite(array).all():
                 log.error("%s vectors of shape %s, finite=%s", modality, array.shape, bool(np.isfinite(array).all()))
@@ -216,10 +274,24 @@ class Service:
             self.metrics.items.labels(modality).inc(len(array))
         return encode_response(vectors, embedder.modalities)
 
-    async def _embed_all(self, engine: Engine, wanted: dict[str, list]) -> dict[str, np.ndarray]:
+    def _check_media(self, inputs: dict[str, list]) -> None:
+        videos = len(inputs.get("video") or ())
+        if videos > self.settings.max_videos_per_request:
+            raise ApiError(413, f"too many videos: {videos}; the limit is {self.settings.max_videos_per_request} "
+                                "per request (HANDSPRING_MAX_VIDEOS_PER_REQUEST)")
+
+    def _limit_media(self, modality: str, items: list) -> list:
+        """A request's audio files share HANDSPRING_MAX_AUDIO_SECONDS_PER_REQUEST: each of n may
+        be up to 1/n of it (and HANDSPRING_MAX_MEDIA_SECONDS), checked while it is decoded."""
+        share = self.settings.max_audio_seconds_per_request / max(1, len(items))
+        if modality != "audio" or share >= self.settings.max_media_seconds:
+            return items
+        return [MediaItem(item, share) for item in items]
+
+    async def _embed_all(self, engine: Engine, wanted: dict[str, list], job: Job) -> dict[str, np.ndarray]:
         """Every modality at once; the first failure answers the request at once and cancels the
         rest (their queued items are skipped), so a bad image never waits for the texts' batch."""
-        tasks = {m: asyncio.create_task(engine.embed(m, items, label=FIELDS[m])) for m, items in wanted.items()}
+        tasks = {m: asyncio.create_task(engine.embed(m, items, label=FIELDS[m], job=job)) for m, items in wanted.items()}
         if not tasks:
             return {}
         try:
@@ -235,12 +307,20 @@ class Service:
                 raise self._api_error(error)
         return {m: t.result() for m, t in tasks.items()}
 
-    @staticmethod
-    def _api_error(error: BaseException) -> BaseException:
+    def _api_error(self, error: BaseException) -> BaseException:
         if isinstance(error, ItemError):
-            return ApiError(422, str(error))
+            return ApiError(422, self._explain_item_error(error))
         if isinstance(error, EngineClosed):
-            return ApiError(503, "shutting down", headers={"Retry-After": "1"})
+            return ApiError(503, str(error) if self.state == "stopping" else "shutting down", headers={"Retry-After": "1"})
+        if isinstance(error, DeadlineExceeded):
+            self.metrics.timed_out.inc()
+            return ApiError(503, f"not done within {self.settings.request_timeout_s:g}s (HANDSPRING_REQUEST_TIMEOUT_S): "
+                                 "the server is overloaded; its work was dropped, retry later",
+                            headers={"Retry-After": "5"})
+        if isinstance(error, PrepareFault):
+            log.error("preparing an input failed: %s", error, exc_info=error.error)
+            return ApiError(503 if _is_resource_exhaustion(error.error) else 500,
+                            f"server error while preparing {error}", headers={"Retry-After": "5"})
         if isinstance(error, EncodeError):
             return ApiError(500, str(error))  # the engine logged the traceback
         if isinstance(error, ApiError):
@@ -249,3 +329,16 @@ class Service:
             log.error("vectorize failed", exc_info=error)
             return ApiError(500, f"internal error: {type(error).__name__}: {error}")
         return error  # CancelledError and friends: let them through
+
+    def _explain_item_error(self, error: ItemError) -> str:
+        if error.label == FIELDS["audio"] and "longer than the limit" in error.message:
+            return (f"{error} (a request's audio may last {self.settings.max_audio_seconds_per_request:g}s in all, "
+                    "HANDSPRING_MAX_AUDIO_SECONDS_PER_REQUEST, shared out evenly over its files; "
+                    f"each file at most {self.settings.max_media_seconds:g}s, HANDSPRING_MAX_MEDIA_SECONDS)")
+        return str(error)
+
+
+def _is_resource_exhaustion(error: BaseException) -> bool:
+    """Out of memory, file descriptors or disk: may pass, so worth a retry (503, not 500)."""
+    return isinstance(error, MemoryError) or (
+        isinstance(error, OSError) and error.errno in (errno.ENOMEM, errno.EMFILE, errno.ENFILE, errno.ENOSPC))

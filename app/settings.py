@@ -22,6 +22,7 @@ from handspring_models.preprocess import DEFAULT_MAX_PIXELS
 PREFIX = "HANDSPRING_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MiB = 1 << 20
+MB = 1000 * 1000
 
 
 class SettingsError(ValueError):
@@ -38,6 +39,29 @@ def available_cpus() -> int:
     if quota is not None:
         cpus = min(cpus, max(1, int(quota + 0.5)))
     return max(1, cpus)
+
+
+def available_memory_bytes() -> int:
+    """Memory this process may use: the machine's, capped by a cgroup memory limit (containers)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        total = 4 << 30
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < total:  # "max", or v1's huge "no limit" value
+            total = int(text)
+        break
+    return total
+
+
+def default_prepared_mb() -> int:
+    """A quarter of the memory this process may use, for decoded inputs waiting for the model:
+    the weights, the runtime and the forward passes' activations need the rest."""
+    return max(64, available_memory_bytes() // 4 // MB)
 
 
 def _cgroup_cpu_quota() -> float | None:
@@ -79,6 +103,20 @@ class Settings:
     max_items: int = 256
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_media_seconds: float = 600.0  # ImageBind: longest audio or video
+    # ImageBind, per request: how many videos, and how many seconds of audio in all (each of a
+    # request's n audio files may be up to this / n seconds long).
+    max_videos_per_request: int = 16
+    max_audio_seconds_per_request: float = 1800.0
+    # Admission (app/admission.py): requests in flight past this cap are refused with 429 before
+    # their body is read. Weaviate keeps at most 2 x its CPUs requests in flight per import.
+    max_concurrent_requests: int = 256
+    # Decoded inputs (waiting for the model or in it) may hold at most this many megabytes; an
+    # input waits for room before it is decoded (app/budget.py).
+    max_prepared_mb: int = dataclasses.field(default_factory=default_prepared_mb)
+    # A request not answered by then is abandoned and answered 503 (Weaviate gives up at 50 s).
+    request_timeout_s: float = 45.0
+    # On SIGTERM, in-flight requests get this long to finish (Kubernetes kills at 30 s).
+    drain_timeout_s: float = 25.0
     # ImageBind: unit vectors (true), or the reference model's raw outputs, scaled per modality (false).
     normalize: bool = True
     log_level: str = "INFO"
@@ -101,7 +139,8 @@ class Settings:
             p.append(f"{PREFIX}PRECISION={self.precision!r} must be one of {', '.join(handspring_models.PRECISIONS)}")
         # inference_workers: 0 (automatic) became a count in __post_init__ unless threads is bad too
         for name, minimum in (("threads", 1), ("inference_workers", 0), ("preprocess_workers", 1), ("max_batch", 1),
-                              ("max_body_bytes", 1), ("max_items", 1), ("max_image_pixels", 1)):
+                              ("max_body_bytes", 1), ("max_items", 1), ("max_image_pixels", 1),
+                              ("max_videos_per_request", 1), ("max_concurrent_requests", 1), ("max_prepared_mb", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 p.append(f"{PREFIX}{name.upper()}={value!r} must be an integer >= {minimum}")
@@ -112,6 +151,11 @@ class Settings:
             p.append(f"{PREFIX}BATCH_WINDOW_MS={self.batch_window_ms!r} must be a number of milliseconds in [0, 10000]")
         if not isinstance(self.max_media_seconds, (int, float)) or not 0 < self.max_media_seconds <= 86_400:
             p.append(f"{PREFIX}MAX_MEDIA_SECONDS={self.max_media_seconds!r} must be a number of seconds in (0, 86400]")
+        for name, upper in (("max_audio_seconds_per_request", 86_400 * 256), ("request_timeout_s", 86_400),
+                            ("drain_timeout_s", 86_400)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= upper:
+                p.append(f"{PREFIX}{name.upper()}={value!r} must be a number of seconds in (0, {upper}]")
         if not self.normalize and not self.feature.startswith("imagebind"):
             p.append(f"{PREFIX}NORMALIZE=false applies to ImageBind features only; {self.feature}'s vectors are "
                      "always unit vectors")
@@ -145,7 +189,10 @@ class Settings:
                     problems.append(f"{PREFIX}{field}={v!r}: {e}")
         for field, parse in (("THREADS", _int), ("INFERENCE_WORKERS", _int), ("PREPROCESS_WORKERS", _int), ("MAX_BATCH", _int),
                              ("MAX_ITEMS", _int), ("MAX_IMAGE_PIXELS", _int), ("MAX_BODY_BYTES", _bytes),
-                             ("BATCH_WINDOW_MS", _float), ("MAX_MEDIA_SECONDS", _float)):
+                             ("BATCH_WINDOW_MS", _float), ("MAX_MEDIA_SECONDS", _float),
+                             ("MAX_VIDEOS_PER_REQUEST", _int), ("MAX_AUDIO_SECONDS_PER_REQUEST", _float),
+                             ("MAX_CONCURRENT_REQUESTS", _int), ("MAX_PREPARED_MB", _int),
+                             ("REQUEST_TIMEOUT_S", _float), ("DRAIN_TIMEOUT_S", _float)):
             if (v := raw(field)) is None:
                 continue
             try:

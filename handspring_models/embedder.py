@@ -8,6 +8,7 @@ pass over a list of prepared inputs. ``embed_images``/``embed_texts`` chain the 
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from collections.abc import Sequence
@@ -124,6 +125,17 @@ class Embedder:
             raise MissingModalityError(
                 f"feature {self.feature} does not embed {modality} (it has: {', '.join(self.modalities)}){hint}"
             )
+
+    def prepared_nbytes(self, modality: str) -> int:
+        """The most memory one prepared input of ``modality`` holds (what ``prepare`` returns):
+        a server reserves this much before it decodes one."""
+        self.require(modality)
+        if modality == "text":
+            return self.context_length * torch.tensor([], dtype=torch.long).element_size()
+        return math.prod(self._prepared_shape(modality)) * torch.tensor([], dtype=torch.float32).element_size()
+
+    def _prepared_shape(self, modality: str) -> tuple[int, ...]:
+        return (3, self.image_size, self.image_size)
 
     def _text_ids(self, item) -> torch.Tensor:
         if not isinstance(item, str):

@@ -18,6 +18,9 @@ from .imagebind import ImageBind, ImageBindConfig
 from .preprocess import DEFAULT_MAX_PIXELS, InvalidInputError
 
 MAX_CLIPS_PER_PASS = 32
+# What preprocessing makes of one file (handspring_models.video and .audio, which load FFmpeg, so
+# they are not imported for their constants): 5 clips x 3 crops of a video, 3 clips of an audio.
+VIDEO_CLIPS, VIDEO_CROPS, AUDIO_CLIPS = 5, 3, 3
 DEFAULT_MAX_SECONDS = 600.0  # audio and video: the whole file is decoded (audio) or indexed (video)
 
 # service modality -> the model's tower
@@ -57,12 +60,25 @@ class ImageBindEmbedder(Embedder):
 
     # ------------------------------------------------------------ two-step interface
 
-    def prepare(self, modality: str, item) -> torch.Tensor:
+    def _prepared_shape(self, modality: str) -> tuple[int, ...]:
+        s, c = self.image_size, self.config
+        return {
+            "image": (3, s, s),
+            "video": (VIDEO_CLIPS * VIDEO_CROPS, 3, c.video_frames, s, s),
+            "audio": (AUDIO_CLIPS, 1, c.mel_bins, c.audio_frames),
+            "depth": (1, s, s),
+            "thermal": (1, s, s),
+            "imu": (c.imu_channels, c.imu_samples),
+        }[modality]
+
+    def prepare(self, modality: str, item, max_seconds: float | None = None) -> torch.Tensor:
         """One raw input -> model input. Text: a string -> token ids. Every other modality: the
         encoded file's bytes (an image may also be a PIL image) -> a float tensor:
         image [3, 224, 224], video [15, 3, 2, 224, 224], audio [3, 1, 128, 204],
-        depth/thermal [1, 224, 224], imu [6, 2000]."""
+        depth/thermal [1, 224, 224], imu [6, 2000]. ``max_seconds`` lowers the embedder's own
+        limit on an audio or video's length for this one input."""
         self.require(modality)
+        max_seconds = self.max_seconds if max_seconds is None else min(max_seconds, self.max_seconds)
         if modality == "text":
             return self._text_ids(item)
         if modality == "image":
@@ -74,11 +90,11 @@ class ImageBindEmbedder(Embedder):
         if modality == "audio":
             from .audio import preprocess_audio
 
-            return preprocess_audio(data, max_seconds=self.max_seconds)
+            return preprocess_audio(data, max_seconds=max_seconds)
         if modality == "video":
             from .video import preprocess_video
 
-            return preprocess_video(data, max_seconds=self.max_seconds)  # its own frame-size cap (2x 4K)
+            return preprocess_video(data, max_seconds=max_seconds)  # its own frame-size cap (2x 4K)
         from . import sensors
 
         if modality == "depth":

@@ -176,7 +176,8 @@ def test_meta(client, tiny_clip, tiny_weights):
                                "source": config["source"], "license": config["license"]}
     assert meta["version"] == handspring_models.__version__
     assert set(meta["batching"]) == {"window_ms", "max_batch", "preprocess_workers", "threads", "take_turns"}
-    assert set(meta["limits"]) == {"max_body_bytes", "max_items", "max_image_pixels"}
+    assert set(meta["limits"]) == {"max_body_bytes", "max_items", "max_image_pixels", "max_concurrent_requests",
+                                   "max_prepared_mb", "request_timeout_s", "drain_timeout_s"}
 
 
 # ---------------------------------------------------------------- /vectorize

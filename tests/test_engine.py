@@ -10,7 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from app.engine import EncodeError, Engine, EngineClosed, ItemError, group_by_length
+from app.budget import MemoryBudget
+from app.engine import DeadlineExceeded, EncodeError, Engine, EngineClosed, ItemError, Job, PrepareFault, group_by_length
 
 pytestmark = pytest.mark.timeout(60)
 LONG = 10_000.0  # ms: a window no test ever waits out
@@ -270,7 +271,7 @@ def test_stop_drains_in_flight_requests_then_refuses_new_ones():
         tasks += [asyncio.create_task(engine.embed("image", [f"i{i}"])) for i in range(3)]
         await asyncio.to_thread(fake.entered.wait, 10)
         stopping = asyncio.create_task(engine.stop())
-        await asyncio.sleep(0.05)
+        await wait_until(lambda: not engine.running, "the stop to begin")
         assert not stopping.done()  # the model is held: requests are still in flight
         with pytest.raises(EngineClosed):
             await engine.embed("text", ["too late"])
@@ -506,3 +507,92 @@ def test_short_texts_tokenize_on_the_loop_and_long_ones_in_a_worker():
     threads = run(main())
     assert threads["short"] == threading.main_thread().name
     assert threads["long "].startswith("handspring-prep")
+
+
+class SlowDecoding(Fake):
+    """Images take their turn on a decode gate; ``decoded`` lists what was decoded."""
+
+    def __init__(self):
+        super().__init__()
+        self.decode_gate = threading.Event()
+        self.decoding = threading.Event()
+        self.decoded: list[str] = []
+
+    def prepare(self, modality, item):
+        if modality == "image":
+            self.decoding.set()
+            assert self.decode_gate.wait(30), "decode gate never opened"
+            self.decoded.append(item)
+        return super().prepare(modality, item)
+
+    def prepared_nbytes(self, modality):
+        return 100
+
+
+def test_a_cancelled_request_leaves_no_work_behind_and_gives_its_budget_back():
+    async def main():
+        fake = SlowDecoding()
+        budget = MemoryBudget(250)  # two items decoded or queued at a time
+        engine = await started(fake, preprocess_workers=1, budget=budget)
+        gone = asyncio.create_task(engine.embed("image", [f"i{n}" for n in range(10)]))
+        await asyncio.to_thread(fake.decoding.wait, 10)
+        await wait_until(lambda: budget.waiting == 8, "the rest waiting for room")
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        # The decode under way keeps its share until it ends; the rest is given back at once.
+        await wait_until(lambda: budget.used == 100 and budget.waiting == 0, "the budget given back")
+        fake.decode_gate.set()  # the decode under way finishes; nothing after it starts
+        await wait_until(lambda: budget.used == 0, "the last share given back")
+        kept = await engine.embed("image", ["after"])
+        await engine.stop()
+        return fake.decoded, kept, engine.queue_depth
+
+    decoded, kept, depth = run(main())
+    assert decoded == ["i0", "after"]  # of the cancelled request, only the decode already running
+    np.testing.assert_array_equal(kept[0], vector("image", "after"))
+    assert depth == 0
+
+
+def test_a_job_past_its_deadline_is_not_decoded():
+    async def main():
+        fake = SlowDecoding()
+        fake.decode_gate.set()
+        engine = await started(fake)
+        with pytest.raises(DeadlineExceeded):
+            await engine.embed("image", ["late"], job=Job(deadline=0.0))
+        await engine.stop()
+        return fake.decoded
+
+    assert run(main()) == []
+
+
+def test_stop_with_a_timeout_answers_what_is_left_engine_closed():
+    async def main():
+        fake = Fake(gated=True)
+        engine = await started(fake)
+        held = asyncio.create_task(engine.embed("text", ["held"]))
+        await asyncio.to_thread(fake.entered.wait, 10)
+        drained = await engine.stop(timeout=0.1)
+        fake.gate.set()
+        with pytest.raises(EngineClosed, match="drain deadline"):
+            await held
+        return drained
+
+    assert run(main()) is False
+
+
+@pytest.mark.parametrize("error", [MemoryError(), OSError(24, "Too many open files")], ids=["MemoryError", "EMFILE"])
+def test_a_machine_fault_while_preparing_is_a_prepare_fault_not_an_item_error(error):
+    class Failing(Fake):
+        def prepare(self, modality, item):
+            raise error
+
+    async def main():
+        engine = await started(Failing())
+        with pytest.raises(PrepareFault) as caught:
+            await engine.embed("image", ["fine bytes"])
+        await engine.stop()
+        return caught.value
+
+    fault = run(main())
+    assert fault.error is error and str(fault).startswith("image[0]")
