@@ -7,6 +7,7 @@ place, and its client learns at once, with ``Retry-After``, instead of timing ou
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 
@@ -21,6 +22,8 @@ class Admission:
             raise ValueError("max_in_flight must be >= 1")
         self.max_in_flight = max_in_flight
         self.in_flight = 0
+        self.empty = asyncio.Event()  # no request in flight (the drain waits for it)
+        self.empty.set()
 
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
@@ -28,7 +31,10 @@ class Admission:
         if self.in_flight >= self.max_in_flight:
             raise Overloaded(f"too many requests in flight ({self.max_in_flight}, HANDSPRING_MAX_CONCURRENT_REQUESTS)")
         self.in_flight += 1
+        self.empty.clear()
         try:
             yield
         finally:
             self.in_flight -= 1
+            if self.in_flight == 0:
+                self.empty.set()

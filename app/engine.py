@@ -259,13 +259,14 @@ class Engine:
             drained = True
         except TimeoutError:
             drained = False
-            log.warning("%d request(s) not finished within the drain deadline of %gs: answering them 503",
-                        self._active, timeout)
-            self._fail_all(EngineClosed("shutting down: this request did not finish within the drain deadline"))
+            log.warning("%d request(s) still in flight at the stop's deadline: answering them EngineClosed", self._active)
+            self._fail_all(EngineClosed("shutting down: this request did not finish before the engine stopped"))
             await self._idle.wait()  # each embed() returns as soon as its outcome fails
         self._stopping = True
         for lane in self._lanes.values():
             lane.wakeup.set()
+            if not drained and lane.task is not None:
+                lane.task.cancel()  # it may be waiting for a slot that a pass nobody waits for holds
         await asyncio.gather(*(lane.task for lane in self._lanes.values() if lane.task), return_exceptions=True)
         if drained:  # else a pass still running has nobody to answer: not worth waiting for
             await asyncio.gather(*(t for lane in self._lanes.values() for t in lane.batches), return_exceptions=True)

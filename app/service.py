@@ -71,8 +71,13 @@ class Service:
         self.admission = Admission(settings.max_concurrent_requests)
         self.budget = MemoryBudget(settings.max_prepared_mb * MB)
         self.metrics.watch_limits(self.admission, self.budget)
+        # Big bodies are parsed off the event loop, one at a time: the JSON decoder holds the GIL
+        # for the whole of a large body, and several side by side kept the event loop (and the
+        # liveness probe) waiting for it for up to a second.
+        self._parser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="handspring-parse")
         self._drain: asyncio.Task | None = None
-        self.work_abandoned = False  # the drain deadline passed with requests still in flight
+        self.drain_expired = False  # the drain deadline passed with requests still in flight
+        self.work_abandoned = False  # and work of theirs was dropped unfinished
 
     # ------------------------------------------------------------ lifecycle
 
@@ -154,9 +159,16 @@ class Service:
             if self.launcher:
                 exit_cleanly_if_still_loading(self.preload)
         if self.engine is not None:
-            log.info("draining: %d request(s) in flight, %gs to finish", self.engine.active_requests,
+            log.info("draining: %d request(s) in flight, %gs to finish", self.admission.in_flight,
                      self.settings.drain_timeout_s)
-            self.work_abandoned = not await self.engine.stop(self.settings.drain_timeout_s)
+            try:  # every request taken in before the drain, wherever it is (reading, decoding, in the model)
+                await asyncio.wait_for(self.admission.empty.wait(), self.settings.drain_timeout_s)
+                finished = True
+            except TimeoutError:
+                finished = False
+                self.drain_expired = True
+            # Past the deadline the engine answers what it holds 503 at once, and takes nothing more.
+            self.work_abandoned = not await self.engine.stop(None if finished else 0)
         self.state = "stopped"
         log.info("stopped (was %s)", previous)
 
@@ -247,7 +259,7 @@ class Service:
         arrived = time.monotonic() if arrived is None else arrived
         job = Job(arrived=arrived, deadline=arrived + self.settings.request_timeout_s)
         if len(body) > BIG_BODY:
-            request = await asyncio.to_thread(parse_vectorize, body)
+            request = await asyncio.wrap_future(self._parser.submit(parse_vectorize, body))
         else:
             request = parse_vectorize(body)
         inputs = request.inputs()
@@ -311,7 +323,11 @@ class Service:
         if isinstance(error, ItemError):
             return ApiError(422, self._explain_item_error(error))
         if isinstance(error, EngineClosed):
-            return ApiError(503, str(error) if self.state == "stopping" else "shutting down", headers={"Retry-After": "1"})
+            message = "shutting down"
+            if self.drain_expired:
+                message += (f": not finished within the drain deadline of {self.settings.drain_timeout_s:g}s "
+                            "(HANDSPRING_DRAIN_TIMEOUT_S)")
+            return ApiError(503, message, headers={"Retry-After": "1"})
         if isinstance(error, DeadlineExceeded):
             self.metrics.timed_out.inc()
             return ApiError(503, f"not done within {self.settings.request_timeout_s:g}s (HANDSPRING_REQUEST_TIMEOUT_S): "

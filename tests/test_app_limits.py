@@ -145,7 +145,8 @@ def test_a_requests_audio_shares_its_seconds_over_its_files(bind_app, serve_app)
     assert alone.status_code == 200 and len(alone.json()["audioVectors"]) == 1
     assert shared.status_code == 422
     error = shared.json()["error"]
-    assert error.startswith("audio[0]") and "HANDSPRING_MAX_AUDIO_SECONDS_PER_REQUEST" in error
+    assert error.startswith(("audio[0]", "audio[1]")) and "limit of 1.5 s" in error  # each file: 3 s / 2
+    assert "HANDSPRING_MAX_AUDIO_SECONDS_PER_REQUEST" in error
 
 
 # ---------------------------------------------------------------- server faults
