@@ -103,3 +103,25 @@ def test_access_log_is_off_unless_asked_for(app_settings):
         with TestClient(create_app(app_settings(access_log=wanted))) as client:
             assert logging.getLogger("uvicorn.access").disabled is not wanted
             wait_ready(client)  # no model load left running in a thread when the process exits
+
+
+def test_the_limits_are_read_and_default_sensibly():
+    from app.settings import available_memory_bytes
+
+    s = Settings.from_env({})
+    assert (s.max_concurrent_requests, s.request_timeout_s, s.drain_timeout_s) == (256, 45.0, 25.0)
+    assert s.max_videos_per_request == 16 and s.max_audio_seconds_per_request == 1800.0
+    assert s.max_prepared_mb == max(64, available_memory_bytes() // 4 // 1_000_000)
+    s = Settings.from_env({"HANDSPRING_MAX_CONCURRENT_REQUESTS": "8", "HANDSPRING_REQUEST_TIMEOUT_S": "2.5",
+                           "HANDSPRING_DRAIN_TIMEOUT_S": "10", "HANDSPRING_MAX_PREPARED_MB": "512",
+                           "HANDSPRING_MAX_VIDEOS_PER_REQUEST": "2", "HANDSPRING_MAX_AUDIO_SECONDS_PER_REQUEST": "60"})
+    assert (s.max_concurrent_requests, s.request_timeout_s, s.drain_timeout_s, s.max_prepared_mb) == (8, 2.5, 10.0, 512)
+    assert (s.max_videos_per_request, s.max_audio_seconds_per_request) == (2, 60.0)
+
+
+@pytest.mark.parametrize("name, value", [("MAX_CONCURRENT_REQUESTS", "0"), ("REQUEST_TIMEOUT_S", "-1"),
+                                         ("DRAIN_TIMEOUT_S", "0"), ("MAX_PREPARED_MB", "lots"),
+                                         ("MAX_VIDEOS_PER_REQUEST", "0"), ("MAX_AUDIO_SECONDS_PER_REQUEST", "nan")])
+def test_a_bad_limit_is_named(name, value):
+    with pytest.raises(SettingsError, match=f"HANDSPRING_{name}"):
+        Settings.from_env({f"HANDSPRING_{name}": value})
