@@ -72,8 +72,8 @@ class Service:
         self.budget = MemoryBudget(settings.max_prepared_mb * MB)
         self.metrics.watch_limits(self.admission, self.budget)
         # Big bodies are parsed off the event loop, one at a time: the JSON decoder holds the GIL
-        # for the whole of a large body, and several side by side kept the event loop (and the
-        # liveness probe) waiting for it for up to a second.
+        # for the whole of a body, so parses side by side would only queue up for it, each one
+        # holding up the event loop (and the liveness probe) in turn.
         self._parser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="handspring-parse")
         self._drain: asyncio.Task | None = None
         self.drain_expired = False  # the drain deadline passed with requests still in flight
@@ -169,6 +169,7 @@ class Service:
                 self.drain_expired = True
             # Past the deadline the engine answers what it holds 503 at once, and takes nothing more.
             self.work_abandoned = not await self.engine.stop(None if finished else 0)
+        self._parser.shutdown(wait=False, cancel_futures=True)
         self.state = "stopped"
         log.info("stopped (was %s)", previous)
 
