@@ -37,22 +37,28 @@ ENV PIP_NO_CACHE_DIR=1 \
 # Keep in step with the torch pin in requirements.txt (tests/test_packaging.py checks it).
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# binutils for `strip`, in this stage only (the image takes /opt/venv from it and nothing else).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends binutils \
+ && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt /tmp/requirements.txt
 # torch first, from PyTorch's CPU-only index: PyPI's Linux torch wheel pulls multi-GB CUDA libraries.
 # The rest from PyPI: requirements.txt's torch==2.13.0 is then already satisfied by 2.13.0+cpu.
-# The venv gets no pip (the base image's pip installs into it); torch's C++ headers and C++ test
-# binaries are only for building extensions and testing torch itself: dropped. Bytecode is compiled
-# once here: ~165 MB more, but every container start is ~4 s faster (a non-root user could not
-# write it at run time, so without it every start would compile torch again).
+# The venv gets no pip (the base image's pip installs into it) and no bytecode (the runtime stage
+# compiles only what the service imports). Not used by the service, dropped: torch's C++ headers
+# (for building extensions), the C++ test programs and protoc in torch/bin (torch_shm_manager
+# stays), and the symbol tables of torch's two big libraries (~100 MB: only debuggers and
+# C++ backtraces read them; the dynamic symbols that loading needs are kept).
 RUN python -m venv --without-pip /opt/venv \
  && pip --python /opt/venv/bin/python install --no-cache-dir --no-compile --only-binary=:all: \
         --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
  && pip --python /opt/venv/bin/python install --no-cache-dir --no-compile --only-binary=:all: \
         -r /tmp/requirements.txt \
- && rm -rf /opt/venv/lib/python3*/site-packages/torch/include \
-           /opt/venv/lib/python3*/site-packages/torch/test \
+ && cd /opt/venv/lib/python3*/site-packages/torch \
+ && rm -rf include test \
+ && find bin -mindepth 1 ! -name torch_shm_manager -exec rm -rf {} + \
+ && strip --strip-unneeded lib/libtorch_cpu.so lib/libtorch_python.so \
  && find /opt/venv -depth -name __pycache__ -type d -exec rm -rf {} + \
- && python -m compileall -q -j 0 /opt/venv/lib \
  && rm /tmp/requirements.txt
 ENV PATH=/opt/venv/bin:$PATH
 
@@ -100,12 +106,16 @@ COPY --from=weights /weights/${MODEL} /weights/${MODEL}
 WORKDIR /app
 COPY handspring_models/ handspring_models/
 COPY app/ app/
-RUN /opt/venv/bin/python -m compileall -q handspring_models app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HANDSPRING_WEIGHTS_DIR=/weights/${MODEL} \
     HANDSPRING_FEATURE=${MODEL}
+# Bytecode for what the service imports (torch, the web stack, app/, its part of the standard library):
+# the server's user cannot write it, and without it every start compiles them again, in memory.
+# Only those modules: compiling all of site-packages would add ~170 MB for ~25 MB that is used.
+RUN --mount=type=bind,source=scripts/compile_bytecode.py,target=/tmp/compile_bytecode.py \
+    python /tmp/compile_bytecode.py /opt/venv /app
 USER 10001:10001
 EXPOSE 8080
 # Weaviate itself polls /.well-known/ready for up to 120 s; this is for `docker ps`, compose's
