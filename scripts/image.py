@@ -116,21 +116,39 @@ def install_podman() -> None:
     find_engine.cache_clear()
 
 
+def podman_settings() -> list[tuple[str, str, str]]:
+    """(section, key, value) for containers.conf: what this machine needs, for every podman client
+    (podman-compose and `podman kube play` too, which take no global flags from us)."""
+    # podman's default file limit is more than this sandbox grants: let containers inherit ours.
+    settings = [("containers", "default_ulimits", "[]")]
+    argv = podman_argv()
+    if "runc" in argv:
+        settings.append(("engine", "runtime", '"runc"'))
+    if "--cgroup-manager=cgroupfs" in argv:
+        settings.append(("engine", "cgroup_manager", '"cgroupfs"'))
+    return settings
+
+
 def configure_podman() -> None:
-    """`default_ulimits = []`: podman's default asks for a file limit this sandbox refuses."""
+    """Add the settings above to /etc/containers/containers.conf, leaving any key already set."""
     if os.geteuid() != 0:
         return
     text = CONTAINERS_CONF.read_text() if CONTAINERS_CONF.exists() else ""
-    if re.search(r"^\s*default_ulimits\s*=", text, re.M):
-        return
-    line = "default_ulimits = []\n"
-    if re.search(r"^\[containers\]\s*$", text, re.M):
-        text = re.sub(r"^\[containers\]\s*$\n?", "[containers]\n" + line, text, count=1, flags=re.M)
-    else:
-        text += ("\n" if text and not text.endswith("\n") else "") + "[containers]\n" + line
-    CONTAINERS_CONF.parent.mkdir(parents=True, exist_ok=True)
-    CONTAINERS_CONF.write_text(text)
-    log(f"{CONTAINERS_CONF}: default_ulimits = []")
+    changed = []
+    for section, key, value in podman_settings():
+        if re.search(rf"^\s*{key}\s*=", text, re.M):
+            continue
+        line = f"{key} = {value}\n"
+        header = re.search(rf"^\[{section}\]\s*$\n?", text, re.M)
+        if header:
+            text = text[:header.end()] + line + text[header.end():]
+        else:
+            text += ("\n" if text and not text.endswith("\n") else "") + f"[{section}]\n{line}"
+        changed.append(line.strip())
+    if changed:
+        CONTAINERS_CONF.parent.mkdir(parents=True, exist_ok=True)
+        CONTAINERS_CONF.write_text(text)
+        log(f"{CONTAINERS_CONF}: {'; '.join(changed)}")
 
 
 # ------------------------------------------------------------------ the base image
@@ -178,7 +196,8 @@ def local_base(engine: Engine, install: bool = True) -> str:
 
 def base_image(engine: Engine, offline: str, install: bool = True) -> str | None:
     """The PYTHON_IMAGE build argument: None (the Dockerfile's default) when it can be pulled."""
-    if offline == "no" or (offline == "auto" and pullable(engine, DEFAULT_BASE)):
+    # (fully qualified: podman resolves no short name to a registry unless configured to)
+    if offline == "no" or (offline == "auto" and pullable(engine, f"docker.io/library/{DEFAULT_BASE}")):
         return None
     if engine.name != "podman":
         raise SystemExit(f"{DEFAULT_BASE} cannot be pulled; the offline recipe needs podman")
