@@ -3,7 +3,7 @@
 #
 #   docker build -t handspring .                                   # weights downloaded at build time
 #   docker build -t handspring --build-arg WEIGHTS_SRC=local .     # weights from ./weights/<MODEL>/
-#   docker run --rm -p 8080:8080 handspring
+#   docker run --rm -p 8080:8080 --stop-timeout 30 handspring     # SIGTERM drains; the default 10 s may cut it short
 #   docker build -t handspring:imagebind --build-arg MODEL=imagebind_huge .   # multi2vec-bind (CC BY-NC-SA 4.0 weights)
 #
 # Build arguments:
@@ -23,6 +23,8 @@
 # Needs BuildKit (the default builder since Docker Engine 23; its built-in Dockerfile frontend, so
 # no frontend image is pulled): only the weights stage chosen by WEIGHTS_SRC is built, and only the
 # files the built stages COPY are sent from the context, so a download build never uploads weights/.
+# podman builds it too (`podman build --format docker`: its default OCI format drops HEALTHCHECK);
+# `make image` / scripts/image.py pick the engine, and build offline where no registry answers.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 ARG MODEL=clip_vit_b_32
