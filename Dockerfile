@@ -40,8 +40,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # binutils for `strip`, in this stage only (the image takes /opt/venv from it and nothing else).
-RUN apt-get update \
- && apt-get install -y --no-install-recommends binutils \
+# Only a size saving: where Debian's packages cannot be reached the build goes on without it.
+RUN (apt-get update && apt-get install -y --no-install-recommends binutils \
+     || echo "no binutils: torch's libraries keep their symbol tables") \
  && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt /tmp/requirements.txt
 # torch first, from PyTorch's CPU-only index: PyPI's Linux torch wheel pulls multi-GB CUDA libraries.
@@ -59,7 +60,7 @@ RUN python -m venv --without-pip /opt/venv \
  && cd /opt/venv/lib/python3*/site-packages/torch \
  && rm -rf include test \
  && find bin -mindepth 1 ! -name torch_shm_manager -exec rm -rf {} + \
- && strip --strip-unneeded lib/libtorch_cpu.so lib/libtorch_python.so \
+ && if command -v strip >/dev/null; then strip --strip-unneeded lib/libtorch_cpu.so lib/libtorch_python.so; fi \
  && find /opt/venv -depth -name __pycache__ -type d -exec rm -rf {} + \
  && rm /tmp/requirements.txt
 ENV PATH=/opt/venv/bin:$PATH
