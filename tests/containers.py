@@ -56,6 +56,7 @@ class Container:
     name: str = field(default_factory=lambda: f"handspring-test-{uuid.uuid4().hex[:8]}")
     url: str = ""
     started_at: float = 0.0  # time.monotonic() when `run` returned
+    ready_after: float | None = None  # seconds from `run` to ready, once waited for
 
     def start(self) -> Container:
         env = [f"--env={k}={v}" for k, v in self.env.items()]
