@@ -25,7 +25,6 @@ import http.server
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -119,7 +118,8 @@ def install_podman() -> None:
 def podman_settings() -> list[tuple[str, str, str]]:
     """(section, key, value) for containers.conf: what this machine needs, for every podman client
     (podman-compose and `podman kube play` too, which take no global flags from us)."""
-    # podman's default file limit is more than this sandbox grants: let containers inherit ours.
+    # podman as root sets the open-files limit to 1048576; where the hard limit is lower (20000 here)
+    # raising it is refused and no container starts: let containers inherit the limits.
     settings = [("containers", "default_ulimits", "[]")]
     argv = podman_argv()
     if "runc" in argv:
