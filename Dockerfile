@@ -81,11 +81,15 @@ RUN --mount=type=cache,target=/hf-cache,id=handspring-hf-cache \
  && python -m handspring_models.weights verify "/weights/${MODEL}"
 
 # weights/<MODEL>/ from the build context (.dockerignore lets it through; see the note there).
-FROM weights-tools AS weights-local
+# FROM deps, with the code mounted for `verify` rather than copied before the weights: a change to
+# the code then leaves the weights' layers (hundreds of MB) cached.
+FROM deps AS weights-local
 ARG MODEL
 COPY weights/${MODEL}/ /weights/${MODEL}/
-RUN chmod -R a+rX,go-w /weights \
- && python -m handspring_models.weights verify "/weights/${MODEL}"
+RUN chmod -R a+rX,go-w /weights
+WORKDIR /src
+RUN --mount=type=bind,source=handspring_models,target=/src/handspring_models \
+    python -m handspring_models.weights verify "/weights/${MODEL}"
 
 FROM weights-tools AS weights-random
 ARG MODEL
