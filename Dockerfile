@@ -3,7 +3,7 @@
 #
 #   docker build -t handspring .                                   # weights downloaded at build time
 #   docker build -t handspring --build-arg WEIGHTS_SRC=local .     # weights from ./weights/<MODEL>/
-#   docker run --rm -p 8080:8080 handspring
+#   docker run --rm -p 8080:8080 --stop-timeout 30 handspring     # SIGTERM drains; the default 10 s may cut it short
 #   docker build -t handspring:imagebind --build-arg MODEL=imagebind_huge .   # multi2vec-bind (CC BY-NC-SA 4.0 weights)
 #
 # Build arguments:
@@ -23,6 +23,8 @@
 # Needs BuildKit (the default builder since Docker Engine 23; its built-in Dockerfile frontend, so
 # no frontend image is pulled): only the weights stage chosen by WEIGHTS_SRC is built, and only the
 # files the built stages COPY are sent from the context, so a download build never uploads weights/.
+# podman builds it too (`podman build --format docker`: its default OCI format drops HEALTHCHECK);
+# `make image` / scripts/image.py pick the engine, and build offline where no registry answers.
 
 ARG PYTHON_IMAGE=python:3.11-slim
 ARG MODEL=clip_vit_b_32
@@ -37,22 +39,29 @@ ENV PIP_NO_CACHE_DIR=1 \
 # Keep in step with the torch pin in requirements.txt (tests/test_packaging.py checks it).
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# binutils for `strip`, in this stage only (the image takes /opt/venv from it and nothing else).
+# Only a size saving: where Debian's packages cannot be reached the build goes on without it.
+RUN (apt-get update && apt-get install -y --no-install-recommends binutils \
+     || echo "no binutils: torch's libraries keep their symbol tables") \
+ && rm -rf /var/lib/apt/lists/*
 COPY requirements.txt /tmp/requirements.txt
 # torch first, from PyTorch's CPU-only index: PyPI's Linux torch wheel pulls multi-GB CUDA libraries.
 # The rest from PyPI: requirements.txt's torch==2.13.0 is then already satisfied by 2.13.0+cpu.
-# The venv gets no pip (the base image's pip installs into it); torch's C++ headers and C++ test
-# binaries are only for building extensions and testing torch itself: dropped. Bytecode is compiled
-# once here: ~165 MB more, but every container start is ~4 s faster (a non-root user could not
-# write it at run time, so without it every start would compile torch again).
+# The venv gets no pip (the base image's pip installs into it) and no bytecode (the runtime stage
+# compiles only what the service imports). Not used by the service, dropped: torch's C++ headers
+# (for building extensions), the C++ test programs and protoc in torch/bin (torch_shm_manager
+# stays), and the symbol tables of torch's two big libraries (~100 MB: only debuggers and
+# C++ backtraces read them; the dynamic symbols that loading needs are kept).
 RUN python -m venv --without-pip /opt/venv \
  && pip --python /opt/venv/bin/python install --no-cache-dir --no-compile --only-binary=:all: \
         --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}" \
  && pip --python /opt/venv/bin/python install --no-cache-dir --no-compile --only-binary=:all: \
         -r /tmp/requirements.txt \
- && rm -rf /opt/venv/lib/python3*/site-packages/torch/include \
-           /opt/venv/lib/python3*/site-packages/torch/test \
+ && cd /opt/venv/lib/python3*/site-packages/torch \
+ && rm -rf include test \
+ && find bin -mindepth 1 ! -name torch_shm_manager -exec rm -rf {} + \
+ && if command -v strip >/dev/null; then strip --strip-unneeded lib/libtorch_cpu.so lib/libtorch_python.so; fi \
  && find /opt/venv -depth -name __pycache__ -type d -exec rm -rf {} + \
- && python -m compileall -q -j 0 /opt/venv/lib \
  && rm /tmp/requirements.txt
 ENV PATH=/opt/venv/bin:$PATH
 
@@ -72,11 +81,15 @@ RUN --mount=type=cache,target=/hf-cache,id=handspring-hf-cache \
  && python -m handspring_models.weights verify "/weights/${MODEL}"
 
 # weights/<MODEL>/ from the build context (.dockerignore lets it through; see the note there).
-FROM weights-tools AS weights-local
+# FROM deps, with the code mounted for `verify` rather than copied before the weights: a change to
+# the code then leaves the weights' layers (hundreds of MB) cached.
+FROM deps AS weights-local
 ARG MODEL
 COPY weights/${MODEL}/ /weights/${MODEL}/
-RUN chmod -R a+rX,go-w /weights \
- && python -m handspring_models.weights verify "/weights/${MODEL}"
+RUN chmod -R a+rX,go-w /weights
+WORKDIR /src
+RUN --mount=type=bind,source=handspring_models,target=/src/handspring_models \
+    python -m handspring_models.weights verify "/weights/${MODEL}"
 
 FROM weights-tools AS weights-random
 ARG MODEL
@@ -100,12 +113,16 @@ COPY --from=weights /weights/${MODEL} /weights/${MODEL}
 WORKDIR /app
 COPY handspring_models/ handspring_models/
 COPY app/ app/
-RUN /opt/venv/bin/python -m compileall -q handspring_models app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HANDSPRING_WEIGHTS_DIR=/weights/${MODEL} \
     HANDSPRING_FEATURE=${MODEL}
+# Bytecode for what the service imports (torch, the web stack, app/, its part of the standard library):
+# the server's user cannot write it, and without it every start compiles them again, in memory.
+# Only those modules: compiling all of site-packages would add ~170 MB for ~25 MB that is used.
+RUN --mount=type=bind,source=scripts/compile_bytecode.py,target=/tmp/compile_bytecode.py \
+    python /tmp/compile_bytecode.py /opt/venv /app
 USER 10001:10001
 EXPOSE 8080
 # Weaviate itself polls /.well-known/ready for up to 120 s; this is for `docker ps`, compose's

@@ -6,7 +6,7 @@ PORT ?= 8080
 MODEL ?= clip_vit_b_32
 WEIGHTS := weights/$(MODEL)
 
-.PHONY: help install install-dev run test test-fast bench bench-quick download clean
+.PHONY: help install install-dev run test test-fast bench bench-quick download image image-setup image-test clean
 
 help:
 	@echo "make run        serve on :$(PORT) (downloads the weights on first run; MODEL=imagebind_huge for ImageBind)"
@@ -14,6 +14,8 @@ help:
 	@echo "make test-fast  skip the slow full-size fidelity tests"
 	@echo "make bench      side-by-side benchmark against the reference (see bench/)"
 	@echo "make download   fetch and convert the official weights into $(WEIGHTS)"
+	@echo "make image      build handspring:$(MODEL) with docker or podman (WEIGHTS_SRC=download|local|random)"
+	@echo "make image-test build the image and test the running container (part of make test)"
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +45,21 @@ test: $(VENV)/.dev
 	$(PY) -m pytest
 
 test-fast: $(VENV)/.dev
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not image"
+
+# The container image: Docker if its daemon runs, else podman; where no registry answers, a
+# debootstrapped base and a local torch index (scripts/image.py). WEIGHTS_SRC defaults to local when
+# $(WEIGHTS) holds a weights folder (`make download`), else download.
+WEIGHTS_SRC ?= $(if $(wildcard $(WEIGHTS)/config.json),local,download)
+image:
+	$(PYTHON) scripts/image.py build --model $(MODEL) --weights-src $(WEIGHTS_SRC)
+
+# Root on Debian: installs podman, runc and debootstrap if no engine is there, and makes the base and index.
+image-setup:
+	$(PYTHON) scripts/image.py setup
+
+image-test: $(VENV)/.dev
+	$(PY) -m pytest -m image
 
 bench: $(VENV)/.dev
 	$(PY) -m bench
