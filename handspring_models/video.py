@@ -113,6 +113,8 @@ def _best_video_stream(container: av.container.InputContainer):
         stream = None
     if stream is None:
         raise InvalidInputError("no video stream")
+    if stream.codec_context is None:  # a codec FFmpeg does not know, or no codec description at all
+        raise InvalidInputError("no decoder for this video stream's codec")
     return stream
 
 
