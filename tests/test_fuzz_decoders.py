@@ -1,0 +1,30 @@
+"""The decoders under a short, repeatable fuzzing run (``make fuzz`` runs longer): every input
+prepares to the documented tensor or raises InvalidInputError; no other exception, crash or hang.
+
+Each modality runs in its own process, so a crash in native code fails its test instead of
+ending the test session; the runner's own watchdog turns a hang into a failure with stacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+# Inputs per modality: a few seconds each on 2 cores (audio and video cost ~50-100 ms an input).
+EXAMPLES = {"image": 300, "depth": 150, "thermal": 100, "audio": 150, "video": 200, "imu": 200}
+HANG_SECONDS = 60
+
+
+@pytest.mark.fuzz
+@pytest.mark.parametrize("modality", list(EXAMPLES))
+def test_fuzzed_inputs_prepare_or_are_invalid(modality, imagebind_tiny_weights, tmp_path):
+    last = tmp_path / "last-input.bin"
+    command = [sys.executable, "-m", "tests.fuzz", "--modality", modality, "--examples", str(EXAMPLES[modality]),
+               "--derandomize", "--weights", str(imagebind_tiny_weights), "--hang-seconds", str(HANG_SECONDS),
+               "--last-input", str(last)]
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, (f"exit {run.returncode}; last input: {last.read_bytes()[:200]!r}\n"
+                                 f"{run.stdout[-6000:]}\n{run.stderr[-6000:]}")
