@@ -27,17 +27,23 @@ _MACHINE_ERRNOS = frozenset(getattr(errno, name) for name in (
 ) if hasattr(errno, name))
 
 
-def is_machine_fault(error: BaseException) -> bool:
-    """True for failures of the machine rather than of the input: any ``MemoryError`` (PyAV's
-    ENOMEM and numpy's allocation failures included) and ``OSError`` with a resource or I/O errno.
+# FFmpeg's errnos that speak about the data, since we only ever hand it bytes in memory: its
+# demuxers answer "the bytes ran out" with EIO, and av_malloc answers ENOMEM, without trying,
+# to any single allocation over 2 GiB, which is what a header lying about a count asks for
+# (found by the fuzzer: an MP4 whose stts box claims 2**31 entries). Under Linux overcommit a
+# real shortage kills the process rather than failing a malloc, so nothing real is lost.
+_FFMPEG_DATA_ERRNOS = frozenset({errno.EIO, errno.ENOMEM})
 
-    One exception: FFmpeg's demuxers answer "ran out of bytes" with EIO, and we only ever hand
-    FFmpeg bytes in memory, so an EIO from FFmpeg is about the data."""
+
+def is_machine_fault(error: BaseException) -> bool:
+    """True for failures of the machine rather than of the input: ``MemoryError`` (numpy's
+    allocation failures included) and ``OSError`` with a resource or I/O errno, except the
+    errnos by which FFmpeg describes the data (above)."""
+    if _from_ffmpeg(error) and getattr(error, "errno", None) in _FFMPEG_DATA_ERRNOS:
+        return False
     if isinstance(error, MemoryError):
         return True
-    if not isinstance(error, OSError) or error.errno not in _MACHINE_ERRNOS:
-        return False
-    return not (error.errno == errno.EIO and _from_ffmpeg(error))
+    return isinstance(error, OSError) and error.errno in _MACHINE_ERRNOS
 
 
 def _from_ffmpeg(error: BaseException) -> bool:

@@ -24,7 +24,6 @@ FAULTS = {
     "MemoryError": lambda: MemoryError(),
     "EMFILE": lambda: OSError(errno.EMFILE, "Too many open files"),
     "ENOSPC": lambda: OSError(errno.ENOSPC, "No space left on device"),
-    "PyAV ENOMEM": lambda: av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory"),
     "PyAV EMFILE": lambda: av.error.OSError(errno.EMFILE, "Too many open files"),
 }
 
@@ -93,6 +92,8 @@ def test_a_defect_of_the_bytes_is_invalid_input(name):
     OSError("image file is truncated (3 bytes not processed)"),
     av.error.InvalidDataError(-1094995529, "Invalid data found when processing input"),
     av.error.OSError(errno.EIO, "Input/output error"),
+    # FFmpeg refuses allocations over 2 GiB with ENOMEM: a header lying about a count.
+    av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory"),
     ValueError("bad header"),
 ], ids=type)
 def test_decoder_errors_about_the_bytes_are_not_machine_faults(error):
@@ -101,7 +102,7 @@ def test_decoder_errors_about_the_bytes_are_not_machine_faults(error):
 
 @pytest.mark.parametrize("error", [
     MemoryError(), OSError(errno.EIO, "Input/output error"), OSError(errno.ENFILE, "Too many open files in system"),
-    av.error.MemoryError(errno.ENOMEM, "Cannot allocate memory"),
+    OSError(errno.ENOMEM, "Cannot allocate memory"), av.error.OSError(errno.EMFILE, "Too many open files"),
 ], ids=repr)
 def test_resource_and_io_errors_are_machine_faults(error):
     assert is_machine_fault(error)
