@@ -30,14 +30,8 @@ DEFAULT_MAX_PIXELS = 64_000_000
 log = logging.getLogger("handspring_models")
 
 
-def pillow_pixel_limit() -> int | None:
-    """The most pixels Pillow itself opens without refusing (``None``: its guard is off)."""
-    limit = Image.MAX_IMAGE_PIXELS
-    return None if limit is None else 2 * limit
-
-
 def warn_if_pillow_limits(max_pixels: int) -> None:
-    """Say so once when ``max_pixels`` promises more than Pillow will open or open quietly."""
+    """Log a warning when ``max_pixels`` promises more than Pillow opens quietly."""
     limit = Image.MAX_IMAGE_PIXELS
     if limit is not None and max_pixels > limit:
         log.warning("max_pixels=%d is above Pillow's decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS=%d: "
