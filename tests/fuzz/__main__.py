@@ -43,6 +43,7 @@ class Runner:
     def __init__(self, target: Target, args):
         self.target, self.args = target, args
         self.outcomes = collections.Counter()
+        self.reasons = collections.Counter()  # how far inputs got: the refusals, by their first words
         self.slowest = (0.0, b"")
         self.failures: dict[str, bytes] = {}  # one per kind of failure; the last seen is hypothesis' smallest
 
@@ -52,7 +53,10 @@ class Runner:
         faulthandler.dump_traceback_later(self.args.hang_seconds, exit=True)
         start = time.perf_counter()
         try:
-            self.outcomes[self.target(data)] += 1
+            outcome = self.target(data)
+            self.outcomes["ok" if outcome == "ok" else "invalid"] += 1
+            if outcome != "ok":
+                self.reasons[" ".join(outcome.split(":")[0].split()[:6])] += 1
         except BaseException as e:
             self.outcomes["failed"] += 1
             self.failures[f"{type(e).__name__}: {str(e)[:120]}"] = data
@@ -99,6 +103,8 @@ def fuzz(modality: str, weights: Path, args) -> bool:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(runner.outcomes.items()))
     print(f"[{modality}] {sum(runner.outcomes.values())} inputs in {rounds} round(s), {took:.1f} s: {counts}; "
           f"slowest {runner.slowest[0]:.2f} s ({len(runner.slowest[1])} bytes)", flush=True)
+    top = "; ".join(f"{reason} ({n})" for reason, n in runner.reasons.most_common(8))
+    print(f"[{modality}] most common refusals: {top}", flush=True)
     for n, (kind, data) in enumerate(runner.failures.items()):
         print(f"[{modality}] failure: {kind}\n    smallest input ({len(data)} bytes): {data[:300]!r}", flush=True)
         if args.failures:

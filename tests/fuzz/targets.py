@@ -46,13 +46,14 @@ class Target:
             self.embedders.append(drafting)
 
     def __call__(self, data: bytes) -> str:
-        """"ok" or "invalid"; anything else the library raises escapes, as does a broken property."""
+        """"ok", or the InvalidInputError's message; anything else the library raises escapes, as
+        does a broken property."""
         outcome = "ok"
         for embedder in self.embedders:
             try:
                 prepared = embedder.prepare(self.modality, data)
-            except InvalidInputError:
-                outcome = "invalid"
+            except InvalidInputError as e:
+                outcome = str(e)
                 continue
             check_prepared(self.modality, prepared)
         return outcome
