@@ -28,3 +28,14 @@ def test_fuzzed_inputs_prepare_or_are_invalid(modality, imagebind_tiny_weights, 
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, (f"exit {run.returncode}; last input: {last.read_bytes()[:200]!r}\n"
                                  f"{run.stdout[-6000:]}\n{run.stderr[-6000:]}")
+
+
+@pytest.mark.fuzz
+def test_an_input_past_the_hang_bound_ends_the_run_with_stacks_and_its_bytes(imagebind_tiny_weights, tmp_path):
+    # A bound no video can meet stands in for a hang: the watchdog must fire, not the test's timeout.
+    last = tmp_path / "last-input.bin"
+    command = [sys.executable, "-m", "tests.fuzz", "--modality", "video", "--examples", "5", "--derandomize",
+               "--weights", str(imagebind_tiny_weights), "--hang-seconds", "0.001", "--last-input", str(last)]
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0 and "Timeout" in run.stderr and "most recent call first" in run.stderr
+    assert last.stat().st_size > 0
