@@ -6,7 +6,7 @@ PORT ?= 8080
 MODEL ?= clip_vit_b_32
 WEIGHTS := weights/$(MODEL)
 
-.PHONY: help install install-dev run test test-fast bench bench-quick download image image-setup image-test clean
+.PHONY: help install install-dev run test test-fast bench bench-quick download fuzz image image-setup image-test clean
 
 help:
 	@echo "make run        serve on :$(PORT) (downloads the weights on first run; MODEL=imagebind_huge for ImageBind)"
@@ -16,6 +16,7 @@ help:
 	@echo "make download   fetch and convert the official weights into $(WEIGHTS)"
 	@echo "make image      build handspring:$(MODEL) with docker or podman (WEIGHTS_SRC=download|local|random)"
 	@echo "make image-test build the image and test the running container (part of make test)"
+	@echo "make fuzz       fuzz the decoders, FUZZ_SECONDS=$(FUZZ_SECONDS) per modality (FUZZ_MODALITY=audio, FUZZ_SEED=n)"
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +67,15 @@ bench: $(VENV)/.dev
 
 bench-quick: $(VENV)/.dev
 	$(PY) -m bench --quick
+
+# Randomized, unlike the CI run (tests/test_fuzz_decoders.py); a new FUZZ_SEED explores anew.
+# Smallest failing inputs and the last input tried (a crash's reproducer) go to $(FUZZ_OUT).
+FUZZ_SECONDS ?= 120
+FUZZ_SEED ?= 0
+FUZZ_OUT ?= $${TMPDIR:-/tmp}/handspring-fuzz
+fuzz: $(VENV)/.dev
+	$(PY) -m tests.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED) $(if $(FUZZ_MODALITY),--modality $(FUZZ_MODALITY)) \
+		--last-input $(FUZZ_OUT)/last-input.bin --failures $(FUZZ_OUT)/failures
 
 clean:
 	rm -rf $(VENV) .pytest_cache bench/results

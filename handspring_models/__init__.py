@@ -18,7 +18,8 @@ from pathlib import Path
 
 from .embedder import FEATURES, CLIPEmbedder, Embedder, MissingModalityError
 from .precision import PRECISIONS
-from .preprocess import DEFAULT_MAX_PIXELS, InvalidInputError
+from .errors import InvalidInputError
+from .preprocess import DEFAULT_MAX_PIXELS
 from .weights import WeightsError, default_weights_dir
 
 __version__ = "0.1.0"

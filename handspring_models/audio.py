@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from .preprocess import InvalidInputError
+from .errors import InvalidInputError, decoded, decoding
 from .timeline import clip_spans
 
 IMAGEBIND_SAMPLE_RATE = 16_000
@@ -101,35 +101,25 @@ def decode_audio(data: bytes, max_seconds: float = DEFAULT_MAX_AUDIO_SECONDS) ->
         raise InvalidInputError("audio is empty")
     import av  # deferred: only audio and video need FFmpeg
 
-    try:
+    with decoding("not an audio file we can decode"):
         container = av.open(io.BytesIO(data), mode="r")
-    except Exception as e:  # noqa: BLE001 -- FFmpeg raises many types on garbage (InvalidDataError, EOFError...)
-        raise InvalidInputError(f"not an audio file we can decode: {_brief(e)}") from None
     try:
         return _decode_container(container, max_seconds)
-    except InvalidInputError:
-        raise
-    except Exception as e:  # noqa: BLE001 -- corrupt headers or data part-way through
-        raise InvalidInputError(f"cannot decode audio: {_brief(e)}") from None
     finally:
         container.close()
 
 
-def _brief(error: Exception) -> str:
-    """FFmpeg's own reason ("Invalid data found when processing input"), without errno noise."""
-    text = getattr(error, "strerror", None) or str(error)
-    return " ".join(str(text).split())[:200] or type(error).__name__
-
-
 def _decode_container(container, max_seconds: float) -> tuple[torch.Tensor, int]:
-    streams = container.streams.audio
-    if not streams:
+    with decoding("cannot decode audio"):
+        streams = container.streams.audio
+        stream = (container.streams.best("audio") or streams[0]) if streams else None
+        codec = stream.codec_context if stream is not None else None
+    if stream is None:
         raise InvalidInputError("no audio stream in the file")
-    stream = container.streams.best("audio") or streams[0]
-    if stream.codec_context is None:
+    if codec is None:
         raise InvalidInputError("no decoder for this audio stream's codec")
-    if stream.codec_context.channels > MAX_AUDIO_CHANNELS:  # early refusal, before any decoding
-        raise InvalidInputError(f"audio has {stream.codec_context.channels} channels, "
+    if codec.channels > MAX_AUDIO_CHANNELS:  # early refusal, before any decoding
+        raise InvalidInputError(f"audio has {codec.channels} channels, "
                                 f"over the limit of {MAX_AUDIO_CHANNELS}")
 
     # Rate and channels are taken from the decoded frames (headers can understate them, e.g.
@@ -137,8 +127,9 @@ def _decode_container(container, max_seconds: float) -> tuple[torch.Tensor, int]
     sample_rate = channels = max_frames = 0
     chunks: list[np.ndarray] = []
     count = 0
-    for frame in container.decode(stream):
-        block = _frame_channels(frame)
+    for frame in decoded(container.decode(stream), "cannot decode audio"):
+        with decoding("cannot decode audio"):
+            block = _frame_channels(frame)
         if not chunks:
             sample_rate, channels = frame.sample_rate, block.shape[0]
             _check_rate(sample_rate)

@@ -20,7 +20,8 @@ from PIL import Image
 from . import precision as precision_modes
 from .clip import CLIP, CLIPConfig
 from .kernels import pack_linear_weights
-from .preprocess import DEFAULT_MAX_PIXELS, InvalidInputError, decode_image, preprocess_image
+from .preprocess import (DEFAULT_MAX_PIXELS, InvalidInputError, decode_image, preprocess_image,
+                         warn_if_pillow_limits)
 from .tokenizer import Tokenizer
 from .weights import WeightsError, load_component, manifest_sha256, read_config
 
@@ -52,6 +53,8 @@ class Embedder:
         self.requested_precision = precision
         self.precision = precision_modes.resolve(precision)
         self.max_pixels = max_pixels
+        if {"image", "depth", "thermal"} & set(self.modalities):
+            warn_if_pillow_limits(max_pixels)
         self.dtype = precision_modes.DTYPES[self.precision]
         # JPEG draft decoding is an approximation: only the fast modes use it, never below 2x the input size.
         self.draft_size = None if self.precision == "fp32" else 2 * 224

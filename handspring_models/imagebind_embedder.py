@@ -15,7 +15,8 @@ import torch
 
 from .embedder import Embedder
 from .imagebind import ImageBind, ImageBindConfig
-from .preprocess import DEFAULT_MAX_PIXELS, InvalidInputError
+from .errors import InvalidInputError
+from .preprocess import DEFAULT_MAX_PIXELS
 
 MAX_CLIPS_PER_PASS = 32
 # What preprocessing makes of one file (handspring_models.video and .audio, which load FFmpeg, so

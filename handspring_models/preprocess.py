@@ -9,21 +9,44 @@ with offsets ``round((side - size) / 2)``; scale to [0, 1]; normalise with CLIP'
 from __future__ import annotations
 
 import io
+import logging
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .errors import InvalidInputError, decoding, reason
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-# Our own bomb guard; PIL's is turned off so the limit is one clear setting, not a warning.
+# Our own bomb guard, checked on the header's size before any pixel is decoded. Pillow's guard
+# (PIL.Image.MAX_IMAGE_PIXELS, a process-wide setting that belongs to the application) is left
+# as it is and still applies: it warns past its limit and refuses past twice that, so a
+# ``max_pixels`` above Pillow's limit needs the application to raise Pillow's too.
 DEFAULT_MAX_PIXELS = 64_000_000
-Image.MAX_IMAGE_PIXELS = None
+
+log = logging.getLogger("handspring_models")
 
 
-class InvalidInputError(ValueError):
-    """The client sent something that is not a usable input (bad bytes, bomb, odd mode...)."""
+def warn_if_pillow_limits(max_pixels: int) -> None:
+    """Log a warning when ``max_pixels`` promises more than Pillow opens quietly."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and max_pixels > limit:
+        log.warning("max_pixels=%d is above Pillow's decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS=%d: "
+                    "Pillow warns on images over %d pixels and refuses those over %d; set "
+                    "PIL.Image.MAX_IMAGE_PIXELS in the application to accept them quietly",
+                    max_pixels, limit, limit, 2 * limit)
+
+
+@contextmanager
+def _pillow_guard():
+    """Pillow's own bomb guard said no (its error, or its warning where warnings are errors)."""
+    try:
+        yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InvalidInputError(f"image is over the limit of Pillow's decompression-bomb guard: {reason(e)}") from None
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: int | None = None) -> Image.Image:
@@ -31,35 +54,31 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, draft_size: 
 
     ``draft_size`` lets a JPEG decoder scale by 1/2, 1/4 or 1/8 in the DCT while keeping both
     sides >= ``draft_size``: much faster on large photos, not bit-exact, so the exact mode
-    leaves it unset.
+    leaves it unset. Bad bytes and images over ``max_pixels`` (or over Pillow's own guard)
+    raise ``InvalidInputError``; faults of the machine propagate (see ``errors``).
     """
-    try:
-        image = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError:
-        raise InvalidInputError("not an image in a format we can decode") from None
-    except Exception as e:  # PIL raises many types on malformed headers
-        raise InvalidInputError(f"cannot open image: {e}") from None
+    with decoding("cannot open image"), _pillow_guard():
+        try:
+            image = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise InvalidInputError("not an image in a format we can decode") from None
     width, height = image.size
     if width <= 0 or height <= 0:
         raise InvalidInputError("image has no pixels")
     if width * height > max_pixels:
         raise InvalidInputError(f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}")
-    if draft_size is not None and image.format == "JPEG":
-        image.draft("RGB", (draft_size, draft_size))
-    try:
+    with decoding("cannot decode image"), _pillow_guard():  # truncated or corrupt data
+        if draft_size is not None and image.format == "JPEG":
+            image.draft("RGB", (draft_size, draft_size))
         image.load()
-    except Exception as e:  # truncated or corrupt data
-        raise InvalidInputError(f"cannot decode image: {e}") from None
     return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
-    try:
+    with decoding(f"unsupported image mode {image.mode}"):
         return image.convert("RGB")
-    except ValueError as e:
-        raise InvalidInputError(f"unsupported image mode {image.mode}: {e}") from None
 
 
 # Past this aspect ratio the full-size intermediate could be enormous (a 1x100000 strip would

@@ -54,8 +54,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .preprocess import (CLIP_MEAN, CLIP_STD, DEFAULT_MAX_PIXELS, InvalidInputError, decode_image,
-                         resize_and_crop)
+from .errors import InvalidInputError, decoding
+from .preprocess import CLIP_MEAN, CLIP_STD, DEFAULT_MAX_PIXELS, decode_image, resize_and_crop
 
 SENSOR_IMAGE_SIZE = 224
 # Weaviate normalises one-channel images with the first (red) entries of CLIP's mean and std.
@@ -87,10 +87,8 @@ def _grey_resized(image: Image.Image, size: int) -> np.ndarray:
     if image.mode == "F":
         raise InvalidInputError("32-bit float images have no defined grey scale: send 8- or 16-bit greyscale")
     if image.mode != "L":
-        try:
+        with decoding(f"unsupported image mode {image.mode}"):
             image = image.convert("L")  # luma for colour; alpha dropped
-        except ValueError as e:
-            raise InvalidInputError(f"unsupported image mode {image.mode}: {e}") from None
     resized = resize_and_crop(image, size)
     return np.asarray(resized, dtype=np.float32) / np.float32(255.0)
 

@@ -39,7 +39,8 @@ import av
 import numpy as np
 import torch
 
-from .preprocess import CLIP_MEAN, CLIP_STD, InvalidInputError
+from .errors import InvalidInputError, decoding, is_machine_fault
+from .preprocess import CLIP_MEAN, CLIP_STD
 from .timeline import clip_spans
 
 IMAGEBIND_VIDEO_CLIP_SECONDS = 2
@@ -97,26 +98,23 @@ def select_frame_indices(frame_count: int, fps: float) -> list[list[int]]:
 # Decoding
 
 
-def _reason(error: av.FFmpegError) -> str:
-    """FFmpeg's message without PyAV's errno and file-name decoration."""
-    return getattr(error, "strerror", None) or str(error)
-
-
 def _open(data: bytes) -> av.container.InputContainer:
-    try:
+    with decoding("not a video in a format we can decode"):
         # metadata_errors: a malformed tag must not fail the whole file on UTF-8 decoding.
         return av.open(io.BytesIO(data), mode="r", metadata_errors="ignore")
-    except av.FFmpegError as e:
-        raise InvalidInputError(f"not a video in a format we can decode ({_reason(e)})") from None
 
 
 def _best_video_stream(container: av.container.InputContainer):
     try:
         stream = container.streams.best("video")
-    except (av.FFmpegError, ValueError):
+    except (av.FFmpegError, ValueError) as e:
+        if is_machine_fault(e):
+            raise
         stream = None
     if stream is None:
         raise InvalidInputError("no video stream")
+    if stream.codec_context is None:  # a codec FFmpeg does not know, or no codec description at all
+        raise InvalidInputError("no decoder for this video stream's codec")
     return stream
 
 
@@ -145,7 +143,8 @@ class _Packets:
 
 def _index_packets(container, stream, limit: int) -> _Packets:
     packets = _Packets()
-    try:
+    # Only PyAV's own errors are about the data here; the loop body is ours.
+    with decoding("corrupt video container", av.FFmpegError):
         for packet in container.demux(stream):
             if packet.size == 0 and packet.dts is None:  # PyAV's end-of-stream flush packet
                 continue
@@ -154,8 +153,6 @@ def _index_packets(container, stream, limit: int) -> _Packets:
             packets.key.append(packet.is_keyframe)
             if len(packets) > limit:
                 break
-    except av.FFmpegError as e:
-        raise InvalidInputError(f"corrupt video container ({_reason(e)})") from None
     return packets
 
 
@@ -276,7 +273,8 @@ def _decode(data: bytes, max_seconds: float, max_pixels: int, seek: bool,
     wanted = [i for clip in clips for i in clip]
     size = (width, height) if width > 0 and height > 0 else (None, None)
 
-    try:
+    # PyAV's errors are about the data; ``convert`` and the frame bookkeeping are ours.
+    with decoding("cannot decode video", av.FFmpegError):
         try:
             if not seek:
                 raise _Fallback
@@ -287,8 +285,6 @@ def _decode(data: bytes, max_seconds: float, max_pixels: int, seek: bool,
             with _open(data) as container:
                 stream = container.streams.video[_video_position(container, stream_index)]
                 frames = _frames_in_order(container, stream, wanted, size, max_pixels, convert)
-    except av.FFmpegError as e:
-        raise InvalidInputError(f"cannot decode video ({_reason(e)})") from None
     return clips, frames
 
 
