@@ -23,6 +23,12 @@ Loader = Callable[[Settings], Any]
 
 
 def default_loader(settings: Settings):
+    # The service owns its process: a pixel limit raised past Pillow's own bomb guard raises the
+    # guard too (the library leaves Pillow's setting alone, and Pillow refuses past twice it).
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and settings.max_image_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
     return handspring_models.load(settings.feature, settings.weights_dir, precision=settings.precision,
                                   max_pixels=settings.max_image_pixels, normalize=settings.normalize,
                                   max_seconds=settings.max_media_seconds)

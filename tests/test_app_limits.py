@@ -243,3 +243,20 @@ def test_metrics_show_queue_wait_first_forward_and_the_budget_beside_its_use(app
     for name in ("handspring_abandoned_requests_total", "handspring_timed_out_requests_total",
                  "handspring_requests_in_flight", "handspring_max_concurrent_requests 256.0"):
         assert name in text
+
+
+def test_a_pixel_limit_past_pillows_guard_raises_the_guard_in_the_service_process(tiny_weights):
+    """The library leaves Pillow's global alone; the service, which owns its process, raises it
+    when HANDSPRING_MAX_IMAGE_PIXELS asks for more (in a fresh interpreter: it is process-wide)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = ("from PIL import Image; from app.loading import default_loader; from app.settings import Settings; "
+            "before = Image.MAX_IMAGE_PIXELS; "
+            f"default_loader(Settings(weights_dir={str(tiny_weights)!r}, precision='fp32', max_image_pixels=300_000_000)); "
+            "print(before, Image.MAX_IMAGE_PIXELS)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    before, after = map(int, out.stdout.split())
+    assert before < 300_000_000 == after

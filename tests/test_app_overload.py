@@ -158,7 +158,11 @@ def test_work_for_clients_that_gave_up_is_dropped_and_the_server_goes_idle(tiny_
         idle_after = wait_until_idle(proc)
         spent = cpu_seconds(proc) - before
         assert metric(port, "handspring_abandoned_requests_total") >= outcomes.count("gave up")
-        assert metric(port, "handspring_prepared_bytes") == 0 and metric(port, "handspring_queue_depth") == 0
+        deadline = time.monotonic() + 30  # a decode still under way gives its share back when it ends
+        while metric(port, "handspring_prepared_bytes") != 0:
+            assert time.monotonic() < deadline, "the memory budget was not given back"
+            time.sleep(0.05)
+        assert metric(port, "handspring_queue_depth") == 0
         status, _ = request(port, "POST", "/vectorize", body_of(1, heavy_png), timeout=30)
         assert status == 200  # and it still serves
     assert poller.failures == [] and poller.polls > 0
