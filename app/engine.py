@@ -255,7 +255,8 @@ class Engine:
         for lane in self._lanes.values():
             lane.wakeup.set()  # flush now instead of waiting out a window
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            if not self._idle.is_set():  # (wait_for with a timeout of 0 gives up even on a set event)
+                await asyncio.wait_for(self._idle.wait(), timeout)
             drained = True
         except TimeoutError:
             drained = False

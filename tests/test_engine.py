@@ -596,3 +596,12 @@ def test_a_machine_fault_while_preparing_is_a_prepare_fault_not_an_item_error(er
 
     fault = run(main())
     assert fault.error is error and str(fault).startswith("image[0]")
+
+
+def test_stop_with_no_time_left_but_nothing_in_flight_has_drained():
+    async def main():
+        engine = await started(Fake())
+        await engine.embed("text", ["done"])
+        return await engine.stop(timeout=0)
+
+    assert run(main()) is True
