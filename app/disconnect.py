@@ -26,7 +26,8 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def _consume(task: asyncio.Task) -> None:
+def retrieve_outcome(task: asyncio.Task) -> None:
+    """Retrieve a discarded task's outcome, so asyncio does not log it as never retrieved."""
     if not task.cancelled():
         task.exception()
 
@@ -41,7 +42,7 @@ async def while_connected(request: Request, work: Awaitable[T]) -> T:
         for pending in (task, watch):
             if not pending.done():
                 pending.cancel()
-                pending.add_done_callback(_consume)
+                pending.add_done_callback(retrieve_outcome)
     if task.done() and not task.cancelled():
         return task.result()
     raise ClientGone("the client went away before its answer was ready")

@@ -23,6 +23,7 @@ import handspring_models
 from .admission import Admission, Overloaded
 from .budget import MemoryBudget
 from .cpu_gate import CpuGate
+from .disconnect import retrieve_outcome
 from .engine import DeadlineExceeded, EncodeError, Engine, EngineClosed, ItemError, Job, PrepareFault
 from .errors import ApiError
 from .loading import Loader, exit_cleanly_if_still_loading, start_loading
@@ -42,12 +43,6 @@ class MediaItem:
 
     data: str
     max_seconds: float
-
-
-def _consume(task: asyncio.Task) -> None:
-    """Retrieve a discarded task's outcome, so asyncio does not log it as never retrieved."""
-    if not task.cancelled():
-        task.exception()
 
 
 class Service:
@@ -313,7 +308,7 @@ class Service:
             for task in tasks.values():
                 if not task.done():
                     task.cancel()
-                    task.add_done_callback(_consume)
+                    task.add_done_callback(retrieve_outcome)
         errors = [t.exception() for t in tasks.values() if t.done() and not t.cancelled()]
         for error in errors:  # field order: texts before images...
             if error is not None:
