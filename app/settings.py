@@ -123,6 +123,9 @@ class Settings:
     # uvicorn's line per request: off by default (at ~100 requests/s it costs CPU the model needs;
     # /metrics counts requests and latencies instead).
     access_log: bool = False
+    # HANDSPRING_API_KEY, comma-separated: any of them, as ``Authorization: Bearer <key>``, opens
+    # the embedding routes (app/auth.py). Empty: no authentication (Weaviate's modules send no key).
+    api_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if self.inference_workers == 0 and isinstance(self.threads, int) and self.threads >= 1:
@@ -161,6 +164,9 @@ class Settings:
                      "always unit vectors")
         if self.log_level not in LOG_LEVELS:
             p.append(f"{PREFIX}LOG_LEVEL={self.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+        for number, key in enumerate(self.api_keys, 1):  # never the key itself in the message
+            if not isinstance(key, str) or not _API_KEY.fullmatch(key):
+                p.append(f"{PREFIX}API_KEY: key {number} must be printable ASCII without spaces or commas")
         return p
 
     @classmethod
@@ -181,6 +187,8 @@ class Settings:
             values["precision"] = v.lower()
         if (v := raw("LOG_LEVEL")) is not None:
             values["log_level"] = v.upper()
+        if (v := raw("API_KEY")) is not None:
+            values["api_keys"] = tuple(key.strip() for key in v.split(",") if key.strip())
         for field in ("TAKE_TURNS", "NORMALIZE", "ACCESS_LOG"):
             if (v := raw(field)) is not None:
                 try:
@@ -215,6 +223,7 @@ class Settings:
         """The settings as plain JSON-able values (for logs and /meta)."""
         out = dataclasses.asdict(self)
         out["weights_dir"] = str(self.weights_dir) if self.weights_dir is not None else None
+        out["api_keys"] = len(self.api_keys)  # how many, never the keys
         return out
 
 
@@ -243,6 +252,8 @@ def _float(text: str) -> float:
         raise ValueError("not a number")
     return value
 
+
+_API_KEY = re.compile(r"[!-+\--~]+")  # printable ASCII but space and comma: a Bearer token's characters
 
 _SIZE = re.compile(r"^\s*(\d[\d_]*)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1 << 10, "kib": 1 << 10, "m": 1000**2, "mb": 1000**2,
