@@ -20,9 +20,10 @@ from .embedder import FEATURES, CLIPEmbedder, Embedder, MissingModalityError
 from .precision import PRECISIONS
 from .errors import InvalidInputError
 from .preprocess import DEFAULT_MAX_PIXELS
+from ._version import distribution_version
 from .weights import WeightsError, default_weights_dir
 
-__version__ = "0.1.0"
+__version__ = distribution_version()
 __all__ = ["load", "FEATURES", "PRECISIONS", "MissingModalityError", "InvalidInputError", "WeightsError"]
 
 

@@ -33,7 +33,20 @@ FORMAT = "handspring-weights/1"
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
 TOKENIZER = "merges.txt"
-REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+
+
+def _weights_root() -> Path:
+    """``weights/`` in a checkout (beside pyproject.toml: ``make run``, the tests); for an installed
+    package, ``$XDG_DATA_HOME/handspring/weights`` (``~/.local/share/...``), not site-packages."""
+    import os
+
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "weights"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "handspring" / "weights"
+
+
+REPO_WEIGHTS = _weights_root()
 
 # What `download` fetches for each model: the Hugging Face Hub repository of the official weights,
 # or the official URL where the authors publish them only there.
@@ -58,7 +71,8 @@ def sha256_file(path: Path) -> str:
 
 
 def default_weights_dir(model: str) -> Path:
-    """``$HANDSPRING_WEIGHTS_DIR`` if set, else ``weights/<model>/`` in this repository."""
+    """``$HANDSPRING_WEIGHTS_DIR`` if set, else ``weights/<model>/`` in this repository (installed:
+    under ``~/.local/share/handspring/weights/``)."""
     import os
 
     env = os.environ.get("HANDSPRING_WEIGHTS_DIR")
