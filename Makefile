@@ -47,7 +47,7 @@ test: $(VENV)/.dev
 	$(PY) -m pytest
 
 test-fast: $(VENV)/.dev
-	$(PY) -m pytest -m "not slow and not image"
+	$(PY) -m pytest -m "not slow and not image and not install"
 
 # The container image: Docker if its daemon runs, else podman; where no registry answers, a
 # debootstrapped base and a local torch index (scripts/image.py). WEIGHTS_SRC defaults to local when
