@@ -283,3 +283,24 @@ def test_the_keys_are_never_shown():
     settings = Settings.from_env({"HANDSPRING_API_KEY": "hidden-key"})
     assert "hidden-key" not in repr(settings)
     assert "hidden-key" not in json.dumps(settings.public())
+
+
+# ------------------------------------------------------------------ ImageBind's other inputs
+
+
+def test_imagebind_media_inputs_equal_vectorizes(app_settings, imagebind_tiny_weights):
+    from tests import media
+
+    wav, imu = media.wav(1.0, 16000), media.imu_csv(500)
+    settings = app_settings(weights_dir=imagebind_tiny_weights, feature="imagebind_huge")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        wait_ready(c)
+        r = c.post("/v1/embeddings", json={"model": "imagebind_huge",
+                                           "input": [{"audio": b64(wav)}, "a dog barking", {"imu": b64(imu)}]})
+        assert r.status_code == 200, r.text
+        reference = c.post("/vectorize", json={"texts": ["a dog barking"], "audio": [b64(wav)],
+                                               "imu": [b64(imu)]}).json()
+        want = [reference["audioVectors"][0], reference["textVectors"][0], reference["imuVectors"][0]]
+        assert np.array_equal(vectors(r.json()), np.array(want, dtype=np.float32))
+        assert_openai_error(c.post("/v1/embeddings", json={"model": "imagebind_huge", "input": [{"audio": b64(b"x")}]}),
+                            400, "input", "input[0]")
