@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+import handspring_models
 from app.main import create_app
 from app.openai_schemas import TOKEN_IDS_REFUSED
 from app.settings import Settings, SettingsError
@@ -204,6 +206,25 @@ def test_too_many_items_is_a_413(client, app_settings):
     with TestClient(create_app(app_settings(max_items=2)), raise_server_exceptions=False) as c:
         wait_ready(c)
         assert_openai_error(embed(c, input=["a", "b", "c"]), 413, "input", "HANDSPRING_MAX_ITEMS")
+
+
+def test_while_loading_the_v1_routes_are_503s_in_openais_shape(app_settings):
+    gate = threading.Event()
+
+    def slow_loader(settings):
+        assert gate.wait(60)
+        return handspring_models.load(settings.feature, settings.weights_dir, precision=settings.precision)
+
+    with TestClient(create_app(app_settings(), loader=slow_loader), raise_server_exceptions=False) as c:
+        try:
+            r = embed(c, input="x")
+            assert_openai_error(r, 503, None, "model is loading")
+            assert r.headers["retry-after"] == "1"
+            assert_openai_error(c.get("/v1/models"), 503, None, "model is loading")
+        finally:
+            gate.set()
+        wait_ready(c)
+        assert embed(c, input="x").status_code == 200
 
 
 def test_an_unknown_v1_route_is_a_404_in_openais_shape(client):
