@@ -26,7 +26,7 @@ TOKENIZER = "tokenizer.json"
 
 
 def convert(src: Path, spec, out: Path, image_src: Path | None = None, tokenizer: Path | None = None,
-            source: str | None = None) -> None:
+            source: str | None = None, merges: Path | None = None) -> None:
     """The entry's published format -> a weights folder.
 
     - ``open_clip``: ``src`` is the Hub folder; the tokenizer is ``tokenizer``, else the
@@ -36,6 +36,8 @@ def convert(src: Path, spec, out: Path, image_src: Path | None = None, tokenizer
       text tower alone and serves the ``_text`` feature."""
     from . import checkpoint as ckpt
 
+    if merges is not None:
+        raise WeightsError(f"{spec.name} has no BPE merges: --merges is for CLIP's own tokenizer")
     fmt = spec.source.format
     try:
         if fmt == "open_clip":
@@ -102,7 +104,7 @@ def _check_tokenizer(path: Path, config: MultilingualCLIPConfig) -> None:
 def random_weights(spec, out: Path, seed: int = 0, architecture: MultilingualCLIPConfig | None = None) -> None:
     """The entry's shape (or ``architecture``), random (LayerNorm gains 1, biases 0, matrices
     scaled by 1/sqrt(fan-in)), with a small stand-in tokenizer of the entry's kind."""
-    from .stand_in import stand_in_tokenizer
+    from ..text.stand_in import stand_in_tokenizer
 
     config = architecture or MultilingualCLIPConfig.from_dict(spec.architecture)
     torch.manual_seed(seed)
@@ -118,5 +120,5 @@ def random_weights(spec, out: Path, seed: int = 0, architecture: MultilingualCLI
     parts = {"image": {k: v for k, v in state.items() if k.startswith("visual.")},
              "text": {k: v for k, v in state.items() if k.startswith("text.")}}
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = stand_in_tokenizer(out / TOKENIZER, config.text)
+    tokenizer = stand_in_tokenizer(out / TOKENIZER, config.text.kind)
     write_folder(out, spec, config.to_dict(), parts, {TOKENIZER: tokenizer}, random_source(seed), license="none")
