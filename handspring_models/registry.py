@@ -15,6 +15,7 @@ Features name one modality of one model (``clip_vit_b_32_image``) or the whole m
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -125,6 +126,10 @@ def _openai_clip(name: str, repo_id: str, description: str, image_size: int, pat
 
 OPEN_CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors", "merges.txt", "tokenizer.json")
 OPEN_CLIP_LICENSE = "MIT"  # the LAION OpenCLIP models' cards
+# open_clip's tokenizer is OpenAI's BPE, but a text gets the special tokens by typing these names
+# (a typed "<|endoftext|>" is plain text there).
+OPEN_CLIP_BPE = dataclasses.replace(CLIP_BPE, options=MappingProxyType(
+    {**CLIP_BPE.options, "typed_specials": ("<start_of_text>", "<end_of_text>")}))
 
 
 def _open_clip(name: str, tag: str, repo_id: str, description: str, patch_size: int, activation: str) -> ModelSpec:
@@ -135,7 +140,7 @@ def _open_clip(name: str, tag: str, repo_id: str, description: str, patch_size: 
         modalities=("text", "image"), components=CLIP_TOWERS,
         architecture=_clip_architecture(512, 224, patch_size, 768, 12, 512, 12, activation),
         normalize=True,  # Weaviate's open_clip path L2-normalizes
-        tokenizer=CLIP_BPE, image=ImageRecipe(224),  # open_clip's preprocessing is OpenAI's
+        tokenizer=OPEN_CLIP_BPE, image=ImageRecipe(224),  # open_clip's preprocessing is OpenAI's
         aliases=(tag, repo_id),
     )
 

@@ -216,3 +216,22 @@ def test_convert_refuses_an_image_folder_for_a_one_folder_model(tmp_path):
 
     assert main(["convert", str(tmp_path), "--model", "openclip_vit_b_16_laion2b", "--out", str(tmp_path / "out"),
                  "--image-src", str(tmp_path)]) == 1
+
+
+def test_open_clip_models_tokenize_as_open_clip_does(bpe_path, tmp_path):
+    """open_clip's tokenizer is OpenAI's BPE, except how a text spells the special tokens:
+    "<end_of_text>" is one, a typed "<|endoftext|>" is plain text (OpenAI's is the reverse)."""
+    import shutil
+
+    from handspring_models.text import load_tokenizer
+    from tests.clip_family_checkpoints import TEXTS
+    from tests.reference_libraries import import_open_clip
+
+    shutil.copyfile(bpe_path, tmp_path / "bpe.txt.gz")
+    spec = dataclasses.replace(find_model("openclip_vit_b_16_laion2b").tokenizer, files=("bpe.txt.gz",))
+    ours = load_tokenizer(spec, tmp_path)
+    reference = import_open_clip().tokenizer.SimpleTokenizer()
+    for text in [*TEXTS, "a <end_of_text> b <START_OF_TEXT>", "a <|endoftext|> b"]:
+        row = reference([text])[0].tolist()
+        ids = ours(text)
+        assert ids == row[: len(ids)] and not any(row[len(ids):]), text
