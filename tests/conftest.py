@@ -116,6 +116,17 @@ def tiny_weights(tiny_hf, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_demo_weights(tiny_hf, tmp_path_factory) -> Path:
+    """The tiny checkpoint labelled as random demo weights, in the words of
+    `python -m handspring_models.weights random` (what `make run` serves offline)."""
+    from handspring_models.weights import convert as convert_folder
+
+    out = tmp_path_factory.mktemp("tiny_demo_weights")
+    convert_folder(tiny_hf[1], "clip_vit_b_32", out, source="random (seed 1): NOT a trained model, its vectors mean nothing")
+    return out
+
+
+@pytest.fixture(scope="session")
 def full_hf(tmp_path_factory, bpe_path):
     """A full-size ViT-B/32 with random weights, for fidelity."""
     folder = tmp_path_factory.mktemp("full_hf")

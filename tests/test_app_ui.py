@@ -101,13 +101,9 @@ def test_meta_says_when_the_weights_are_not_random(client):
     assert client.get("/meta").json()["weights"]["random"] is False
 
 
-def test_meta_says_when_the_weights_are_a_random_demo(app_settings, tiny_hf, tmp_path):
-    """What the page's banner reads. Random weights say so in their source, as
-    `python -m handspring_models.weights random` writes it (tests/test_try_page.py serves such a folder)."""
-    from handspring_models.weights import convert
-
-    demo = tmp_path / "demo"
-    convert(tiny_hf[1], "clip_vit_b_32", demo, source="random (seed 0): NOT a trained model, its vectors mean nothing")
-    with TestClient(create_app(app_settings(weights_dir=demo)), raise_server_exceptions=False) as c:
+def test_meta_says_when_the_weights_are_a_random_demo(app_settings, tiny_demo_weights):
+    """What the page's banner reads: random weights say so in their source (tests/test_weights.py
+    checks that `python -m handspring_models.weights random` writes it so)."""
+    with TestClient(create_app(app_settings(weights_dir=tiny_demo_weights)), raise_server_exceptions=False) as c:
         wait_ready(c)
         assert c.get("/meta").json()["weights"]["random"] is True

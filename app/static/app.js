@@ -176,7 +176,9 @@ function describe(meta) {
 function showMeta(meta) {
   const info = describe(meta);
   const list = $("model");
-  list.replaceChildren(...info.facts.map(([k, v]) => el("div", { class: "fact" }, el("dt", { text: k }), el("dd", { text: String(v) }))));
+  // long values (the output convention, the weights' source) get a row of their own
+  list.replaceChildren(...info.facts.map(([k, v]) => el("div", { class: String(v).length > 32 ? "fact wide" : "fact", "data-fact": k },
+    el("dt", { text: k }), el("dd", { text: String(v) }))));
   list.setAttribute("aria-busy", "false");
   $("demo-banner").hidden = !info.random;
   $("demo-source").textContent = info.random && info.source ? `/meta says: weights.source = “${info.source}”` : "";
