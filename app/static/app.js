@@ -176,9 +176,11 @@ function describe(meta) {
 function showMeta(meta) {
   const info = describe(meta);
   const list = $("model");
-  // long values (the output convention, the weights' source) get a row of their own
-  list.replaceChildren(...info.facts.map(([k, v]) => el("div", { class: String(v).length > 32 ? "fact wide" : "fact", "data-fact": k },
-    el("dt", { text: k }), el("dd", { text: String(v) }))));
+  // long values (the output convention, the weights' source) get a row of their own, after the rest
+  const wide = ([, v]) => String(v).length > 22;
+  const facts = [...info.facts.filter((f) => !wide(f)), ...info.facts.filter(wide)];
+  list.replaceChildren(...facts.map((f) => el("div", { class: wide(f) ? "fact wide" : "fact", "data-fact": f[0] },
+    el("dt", { text: f[0] }), el("dd", { text: String(f[1]) }))));
   list.setAttribute("aria-busy", "false");
   $("demo-banner").hidden = !info.random;
   $("demo-source").textContent = info.random && info.source ? `/meta says: weights.source = “${info.source}”` : "";
@@ -304,13 +306,16 @@ function thumb(item, size = "") {
     return img;
   }
   if (item.modality === "video") {
-    return el("video", { class: cls, src: item.url, muted: true, preload: "metadata", "aria-hidden": "true" });
+    // #t: a frame a little in, painted as the preview; a codec the browser lacks gets the placeholder
+    const video = el("video", { class: cls, src: `${item.url}#t=0.5`, muted: true, preload: "metadata", "aria-hidden": "true" });
+    video.addEventListener("error", () => video.replaceWith(placeholder(item, cls, "▶")));
+    return video;
   }
   return placeholder(item, cls, item.modality === "audio" ? "♪" : item.modality === "imu" ? "IMU" : "?");
 }
 
 function placeholder(item, cls, text) {
-  return el("span", { class: `${cls} placeholder`, "aria-hidden": "true", text });
+  return el("span", { class: `${cls} placeholder${text.length === 1 ? " glyph" : ""}`, "aria-hidden": "true", text });
 }
 
 function statusNode(item) {
@@ -506,8 +511,7 @@ function renderGrid() {
       ...rows.map((c, j) => {
         const s = scores[i][j];
         const v = hi > lo ? (s - lo) / (hi - lo) : 1;
-        const cls = i === j ? "diag" : v > 0.55 ? "hot" : "";
-        const cell = el("td", { class: cls, title: `${r.label} · ${c.label}: ${formatScore(s)}`, text: s.toFixed(2) });
+        const cell = el("td", { class: i === j ? "diag" : "", title: `${r.label} · ${c.label}: ${formatScore(s)}`, text: s.toFixed(2) });
         if (i !== j) cell.style.setProperty("--v", v.toFixed(3));
         return cell;
       })))));
@@ -532,6 +536,7 @@ function wire() {
   const pick = drop.querySelector("label.button");
   pick.tabIndex = 0;
   pick.setAttribute("role", "button");
+  input.tabIndex = -1; // one stop for the picker: its label, which looks like the button it is
   pick.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") {
       e.preventDefault();
