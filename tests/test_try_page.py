@@ -149,19 +149,26 @@ class Tab:
 
 
 @pytest.fixture
-def tab(browser, server) -> Tab:
+def blank_tab(browser, server) -> Tab:
+    """A new tab, the page not loaded yet."""
     page = browser.new_page()
     page.set_default_timeout(WAIT_MS)
     t = Tab(page, server)
     page.on("pageerror", lambda e: t.errors.append(str(e)))
     page.on("request", lambda r: t.requests.append(r.url))
-    page.goto(server + "/")
-    page.locator("body[data-ready=true]").wait_for()
     yield t
     page.close()
     # every test: the page asked nothing of any other server (no CDN, font, analytics...)
     foreign = [u for u in t.requests if not u.startswith((server + "/", "blob:", "data:"))]
     assert foreign == [], foreign
+
+
+@pytest.fixture
+def tab(blank_tab) -> Tab:
+    """The page loaded, /meta read."""
+    blank_tab.page.goto(blank_tab.base + "/")
+    blank_tab.page.locator("body[data-ready=true]").wait_for()
+    return blank_tab
 
 
 def add_files(t: Tab, files: dict[str, bytes]) -> None:
@@ -247,6 +254,49 @@ def test_the_demo_banner_is_shown_for_random_weights(tab):
         assert shown in facts
 
 
+def test_while_the_model_loads_the_page_says_so_and_waits(blank_tab):
+    from playwright.sync_api import expect
+
+    page, loaded = blank_tab.page, []
+
+    def meta(route):  # /meta answers as a loading server does until the test says the model is loaded
+        if loaded:
+            route.continue_()
+        else:
+            route.fulfill(status=503, content_type="application/json", headers={"Retry-After": "1"},
+                          body=json.dumps({"error": "model is loading"}))
+
+    page.route("**/meta", meta)
+    page.goto(blank_tab.base + "/")
+    expect(page.locator("#status")).to_contain_text("model is loading")
+    assert page.locator("#query").is_disabled() and page.locator("#file-input").is_disabled()
+    loaded.append(True)
+    page.locator("body[data-ready=true]").wait_for()
+    expect(page.locator("#status")).to_be_hidden()
+    assert page.locator("#query").is_enabled()
+
+
+def test_meta_fields_missing_or_unknown_do_not_break_the_page(blank_tab):
+    """/meta may gain fields (aliases...) or lose some; a text-only feature has no files to add."""
+    from playwright.sync_api import expect
+
+    page = blank_tab.page
+    meta = {"model": "some_future_model", "feature": "some_future_model_text", "aliases": ["sfm-text"],
+            "modalities": ["text"], "normalize": False, "precision": "bf16", "weights": {"license": "Apache-2.0"},
+            "something_new": {"nested": [1, 2, 3]}}
+    page.route("**/meta", lambda route: route.fulfill(status=200, content_type="application/json",
+                                                      body=json.dumps(meta)))
+    page.goto(blank_tab.base + "/")
+    page.locator("body[data-ready=true]").wait_for()
+    facts = page.locator("#model")
+    for shown in ("some_future_model", "sfm-text", "bf16", "Apache-2.0", "not normalized"):
+        expect(facts).to_contain_text(shown)
+    expect(page.locator("#demo-banner")).to_be_hidden()
+    assert page.locator("#file-input").is_disabled() and page.locator("#query").is_enabled()
+    expect(page.locator("#accept-hint")).to_contain_text("texts only")
+    assert blank_tab.errors == []
+
+
 def test_the_file_grid_shows_the_apis_cosines(tab):
     images = generated_images()
     status, answer = api(tab.base, {"images": [base64.b64encode(d).decode() for d in images.values()]})
@@ -262,6 +312,26 @@ def test_the_file_grid_shows_the_apis_cosines(tab):
         values = [float(c.inner_text()) for c in row.locator("td").all()]
         assert values == pytest.approx([cosine(vectors[i], v) for v in vectors], abs=0.005 + 1e-4)
     assert tab.page.locator("#grid-files").get_attribute("aria-pressed") == "true"
+
+
+def test_the_text_grid_shows_the_apis_cosines(tab):
+    queries = ["a photo of a dog", "a yellow sun in a blue sky", "stripes on grass"]
+    status, answer = api(tab.base, {"texts": queries})
+    assert status == 200
+    vectors = answer["textVectors"]
+    for query in queries:  # kept, with no files to rank
+        tab.page.fill("#query", query)
+        tab.page.press("#query", "Enter")
+        tab.page.locator("#queries .chip-main", has_text=query).wait_for()
+    tab.page.click("#grid-text")
+    rows = tab.page.locator("#grid tbody tr")
+    from playwright.sync_api import expect
+
+    expect(rows).to_have_count(3)
+    assert [r.locator("th").inner_text() for r in rows.all()] == queries
+    for i, row in enumerate(rows.all()):
+        values = [float(c.inner_text()) for c in row.locator("td").all()]
+        assert values == pytest.approx([cosine(vectors[i], v) for v in vectors], abs=0.005 + 1e-4)
 
 
 def test_the_page_can_be_worked_by_keyboard_alone(tab):
