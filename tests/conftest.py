@@ -116,13 +116,16 @@ def tiny_weights(tiny_hf, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_demo_weights(tiny_hf, tmp_path_factory) -> Path:
-    """The tiny checkpoint labelled as random demo weights, in the words of
-    `python -m handspring_models.weights random` (what `make run` serves offline)."""
-    from handspring_models.weights import convert as convert_folder
+def tiny_demo_weights(tmp_path_factory) -> Path:
+    """A tiny CLIP written by `python -m handspring_models.weights random`'s code (what `make run`
+    serves offline, labelled as the random demo), at a tiny size."""
+    from handspring_models.clip.model import CLIPConfig, TextConfig, VisionConfig
+    from handspring_models.weights import random_weights
 
+    tiny = CLIPConfig(embed_dim=32, vision=VisionConfig(width=64, layers=2, heads=2),
+                      text=TextConfig(width=64, layers=2, heads=2))
     out = tmp_path_factory.mktemp("tiny_demo_weights")
-    convert_folder(tiny_hf[1], "clip_vit_b_32", out, source="random (seed 1): NOT a trained model, its vectors mean nothing")
+    random_weights("clip_vit_b_32", out, seed=1, architecture=tiny)
     return out
 
 

@@ -102,8 +102,7 @@ def test_meta_says_when_the_weights_are_not_random(client):
 
 
 def test_meta_says_when_the_weights_are_a_random_demo(app_settings, tiny_demo_weights):
-    """What the page's banner reads: random weights say so in their source (tests/test_weights.py
-    checks that `python -m handspring_models.weights random` writes it so)."""
+    """What the page's banner reads: weights written by `python -m handspring_models.weights random`."""
     with TestClient(create_app(app_settings(weights_dir=tiny_demo_weights)), raise_server_exceptions=False) as c:
         wait_ready(c)
         assert c.get("/meta").json()["weights"]["random"] is True

@@ -1,7 +1,7 @@
 """The try-it page (GET /) end to end, in a real headless Chromium: Debian's `chromium` package
 driven by Playwright (`executable_path`; Playwright's own browser download cannot work here),
-against a live ``uvicorn app.main:app`` serving tiny random weights labelled as the random demo
-(tests/conftest.py's ``tiny_demo_weights``; HANDSPRING_TRY_PAGE_WEIGHTS=<folder> serves another, e.g.
+against a live ``uvicorn app.main:app`` serving a tiny random demo model, as
+``python -m handspring_models.weights random`` writes one (tests/conftest.py's ``tiny_demo_weights``; HANDSPRING_TRY_PAGE_WEIGHTS=<folder> serves another, e.g.
 the full-size one ``python -m handspring_models.weights random clip_vit_b_32`` writes, for the
 README's picture).
 
@@ -152,6 +152,7 @@ class Tab:
 def blank_tab(browser, server) -> Tab:
     """A new tab, the page not loaded yet."""
     page = browser.new_page()
+    page.bring_to_front()  # the active tab, as the one a user types into
     page.set_default_timeout(WAIT_MS)
     t = Tab(page, server)
     page.on("pageerror", lambda e: t.errors.append(str(e)))
@@ -336,9 +337,12 @@ def test_the_text_grid_shows_the_apis_cosines(tab):
 
 def test_the_page_can_be_worked_by_keyboard_alone(tab):
     page = tab.page
+    # Catch file choosers from now on: Playwright turns the interception on without waiting for it,
+    # so turned on only by expect_file_chooser it may come after the key press under load.
+    page.on("filechooser", lambda chooser: None)
     for _ in range(20):  # Tab to the file picker
         page.keyboard.press("Tab")
-        if page.evaluate("() => document.activeElement.matches('label[for=file-input]')"):
+        if page.evaluate("() => document.activeElement.id") == "file-input":
             break
     else:
         pytest.fail("the file picker cannot be reached with Tab")

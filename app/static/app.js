@@ -532,17 +532,6 @@ function wire() {
     addFiles([...input.files]);
     input.value = "";
   });
-  // The label is the visible control; Enter and Space open the picker like a button's would.
-  const pick = drop.querySelector("label.button");
-  pick.tabIndex = 0;
-  pick.setAttribute("role", "button");
-  input.tabIndex = -1; // one stop for the picker: its label, which looks like the button it is
-  pick.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" || e.key === " ") {
-      e.preventDefault();
-      if (!input.disabled) input.click();
-    }
-  });
   for (const type of ["dragenter", "dragover"]) {
     drop.addEventListener(type, (e) => {
       e.preventDefault();
