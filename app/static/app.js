@@ -159,7 +159,8 @@ function describe(meta) {
   return {
     facts: [
       ["Model", meta.model ?? meta.feature ?? "unknown"],
-      ["Feature", [meta.feature, ...aliases.filter((a) => a !== meta.feature)].filter(Boolean).join(", ") || null],
+      ["Feature", meta.feature ?? null],
+      ["Also known as", aliases.filter((a) => a !== meta.model && a !== meta.feature).join(", ") || null],
       ["Modalities", Array.isArray(meta.modalities) ? meta.modalities.join(", ") : null],
       ["Dimensions", meta.dim ?? null],
       ["Precision", precisionText],
