@@ -106,3 +106,12 @@ def test_meta_says_when_the_weights_are_a_random_demo(app_settings, tiny_demo_we
     with TestClient(create_app(app_settings(weights_dir=tiny_demo_weights)), raise_server_exceptions=False) as c:
         wait_ready(c)
         assert c.get("/meta").json()["weights"]["random"] is True
+
+
+def test_the_page_is_open_behind_an_api_key_and_the_api_is_not(app_settings):
+    """The page holds no secret; it asks the user for the key the API wants."""
+    with TestClient(create_app(app_settings(api_keys=("s3cret",))), raise_server_exceptions=False) as c:
+        wait_ready(c)
+        assert c.get("/").status_code == 200 and c.get("/ui/app.js").status_code == 200
+        assert c.get("/meta").status_code == 401
+        assert c.get("/meta", headers={"Authorization": "Bearer s3cret"}).status_code == 200

@@ -402,3 +402,34 @@ def test_a_screenshot_of_the_page(tab):
         assert shot.width == 1100 and shot.height > 900
     assert tab.errors == []
     print(f"screenshot: {out}")
+
+
+def test_behind_an_api_key_the_page_asks_for_it_and_sends_it(blank_tab):
+    """HANDSPRING_API_KEY, played by page.route in front of the live server: /meta and /vectorize
+    answer 401 as app/auth.py does until the request carries the key the user typed."""
+    from playwright.sync_api import expect
+
+    page, key, sent = blank_tab.page, "s3cret-key", []
+
+    def guard(route):
+        authorization = route.request.headers.get("authorization")
+        sent.append((route.request.url.rsplit("/", 1)[1], authorization))
+        if authorization == f"Bearer {key}":
+            route.continue_()
+        else:
+            route.fulfill(status=401, content_type="application/json", headers={"WWW-Authenticate": "Bearer"},
+                          body=json.dumps({"error": "invalid API key" if authorization else "missing API key"}))
+
+    page.route("**/meta", guard)
+    page.route("**/vectorize", guard)
+    page.goto(blank_tab.base + "/")
+    expect(page.locator("#key-form")).to_be_visible()
+    expect(page.locator("#key-error")).to_contain_text("missing API key")
+    page.fill("#api-key", key)
+    page.press("#api-key", "Enter")
+    page.locator("body[data-ready=true]").wait_for()
+    expect(page.locator("#key-form")).to_be_hidden()
+    add_files(blank_tab, {"sunny-sky.png": generated_images()["sunny-sky.png"]})
+    assert page.locator(".item.done").count() == 1
+    assert sent[0] == ("meta", None) and ("meta", f"Bearer {key}") in sent
+    assert ("vectorize", f"Bearer {key}") in sent and ("vectorize", None) not in sent

@@ -56,8 +56,8 @@ async function api(path, body) {
   for (let attempt = 0; ; attempt++) {
     let response;
     try {
-      response = await fetch(path, body === undefined ? {} : {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      response = await fetch(path, body === undefined ? { headers: authHeaders() } : {
+        method: "POST", headers: { "Content-Type": "application/json", ...authHeaders() }, body: JSON.stringify(body),
       });
     } catch (e) {
       throw new ApiError(0, "the service did not answer (is it still running?)");
@@ -115,12 +115,36 @@ function formatBytes(n) {
 
 // ------------------------------------------------------------------ /meta
 
+// HANDSPRING_API_KEY: the server may want a key; the user types it, it stays in this tab's memory.
+let apiKey = "";
+const authHeaders = () => (apiKey ? { Authorization: `Bearer ${apiKey}` } : {});
+
+function askForKey(message) {
+  const form = $("key-form");
+  form.hidden = false;
+  $("key-error").textContent = message;
+  $("api-key").focus();
+  return new Promise((resolve) => {
+    form.onsubmit = (e) => {
+      e.preventDefault();
+      apiKey = $("api-key").value.trim();
+      form.hidden = true;
+      resolve();
+    };
+  });
+}
+
 async function loadMeta() {
   for (;;) {
     try {
-      const meta = await fetch("/meta");
+      const meta = await fetch("/meta", { headers: authHeaders() });
       const data = await meta.json().catch(() => ({}));
       if (meta.ok) return data;
+      if (meta.status === 401) {
+        setStatus("");
+        await askForKey(data.error || "this server wants an API key");
+        continue;
+      }
       if (meta.status !== 503) throw new Error(data.error || `HTTP ${meta.status}`);
       setStatus(`The model is loading (${data.error || "not ready"}); waiting for it…`, "busy");
     } catch (e) {
