@@ -335,6 +335,22 @@ def test_the_text_grid_shows_the_apis_cosines(tab):
         assert values == pytest.approx([cosine(vectors[i], v) for v in vectors], abs=0.005 + 1e-4)
 
 
+def test_files_dropped_on_the_zone_are_embedded(tab):
+    data = generated_images()["sunny-sky.png"]
+    transfer = tab.page.evaluate_handle(
+        """([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/png" }));
+            return transfer;
+        }""", ["dropped.png", base64.b64encode(data).decode()])
+    tab.page.dispatch_event("#drop", "dragenter", {"dataTransfer": transfer})
+    assert "over" in tab.page.get_attribute("#drop", "class")  # the zone shows it takes the drop
+    tab.page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    tab.page.locator('.item.done[data-name="dropped.png"]').wait_for()
+    assert "over" not in tab.page.get_attribute("#drop", "class")
+
+
 def test_the_page_can_be_worked_by_keyboard_alone(tab):
     page = tab.page
     # Catch file choosers from now on: Playwright turns the interception on without waiting for it,
