@@ -24,6 +24,7 @@ from .openai_api import router as openai_router
 from .routes import router
 from .service import Service
 from .settings import Settings, SettingsError
+from .ui import router as ui_router
 
 log = logging.getLogger("handspring.app")
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None,
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(router)
     app.include_router(openai_router)
+    app.include_router(ui_router)
     app.state.metrics = metrics
     return app
 

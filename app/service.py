@@ -235,6 +235,7 @@ class Service:
                 "manifest_sha256": e.manifest_sha256,
                 "source": getattr(e, "source", None),
                 "license": getattr(e, "license", None),
+                "random": is_random_demo(getattr(e, "source", None)),
             },
             "version": handspring_models.__version__,
             "batching": {
@@ -388,6 +389,12 @@ class Service:
                     "HANDSPRING_MAX_AUDIO_SECONDS_PER_REQUEST, shared out evenly over its files; "
                     f"each file at most {self.settings.max_media_seconds:g}s, HANDSPRING_MAX_MEDIA_SECONDS)")
         return described
+
+
+def is_random_demo(source: str | None) -> bool:
+    """Random demo weights (``python -m handspring_models.weights random``, or ``make run`` offline)
+    say so in their source: ``random (seed N): NOT a trained model...``."""
+    return isinstance(source, str) and source.startswith("random")
 
 
 def _is_resource_exhaustion(error: BaseException) -> bool:

@@ -131,6 +131,8 @@ class Settings:
     # HANDSPRING_API_KEY, comma-separated: any of them, as ``Authorization: Bearer <key>``, opens
     # the embedding routes (app/auth.py). Empty: no authentication (Weaviate's modules send no key).
     api_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    # The try-it page on GET / (app/ui.py); off answers 404 there, as any unknown route.
+    ui: bool = True
 
     def __post_init__(self) -> None:
         try:
@@ -196,7 +198,7 @@ class Settings:
             values["log_level"] = v.upper()
         if (v := raw("API_KEY")) is not None:
             values["api_keys"] = tuple(key.strip() for key in v.split(",") if key.strip())
-        for field in ("TAKE_TURNS", "NORMALIZE", "ACCESS_LOG"):
+        for field in ("TAKE_TURNS", "NORMALIZE", "ACCESS_LOG", "UI"):
             if (v := raw(field)) is not None:
                 try:
                     values[field.lower()] = _bool(v)

@@ -96,6 +96,9 @@ def test_handspring_serve_answers_both_apis(library_venv, tiny_weights, tiny_cli
             answer = json.load(r)
         with urllib.request.urlopen(url + "/meta", timeout=30) as r:
             meta = json.load(r)
+        for path, file in (("/", "index.html"), ("/ui/app.js", "app.js")):  # the try-it page, from the package
+            with urllib.request.urlopen(url + path, timeout=30) as r:
+                assert r.read() == (REPO / "app" / "static" / file).read_bytes(), path
     np.testing.assert_allclose([answer["data"][0]["embedding"]], tiny_clip.embed_texts(["a photo of a cat"]),
                                atol=1e-5)
     assert meta["version"] == VERSION

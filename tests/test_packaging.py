@@ -345,7 +345,8 @@ def test_every_context_copy_exists_and_is_not_dockerignored(dockerfile):
 
 def test_dockerignore_keeps_everything_else_out():
     patterns = dockerignore_patterns()
-    for kept in ("requirements.txt", "app/main.py", "handspring_models/weights/__init__.py",
+    for kept in ("requirements.txt", "app/main.py", "app/static/index.html", "app/static/app.js",
+                 "handspring_models/weights/__init__.py",
                  "weights/clip_vit_b_32/text.safetensors"):
         assert not is_ignored(kept, patterns), kept
     for left_out in (".git/HEAD", ".venv/bin/python", ".env", "tests/conftest.py", "bench/results/run.json",
