@@ -117,6 +117,11 @@ class Settings:
     request_timeout_s: float = 45.0
     # On SIGTERM, in-flight requests get this long to finish (Kubernetes kills at 30 s).
     drain_timeout_s: float = 25.0
+    # Keep-alive connections answered "Connection: close" after this many requests or seconds, so
+    # clients reconnect and an L4 balancer (kube-proxy) spreads them (app/connection_recycling.py).
+    # 0: no limit.
+    max_requests_per_connection: int = 0
+    max_connection_age_s: float = 0.0
     # ImageBind: unit vectors (true), or the reference model's raw outputs, scaled per modality (false).
     normalize: bool = True
     log_level: str = "INFO"
@@ -140,7 +145,8 @@ class Settings:
         # inference_workers: 0 (automatic) became a count in __post_init__ unless threads is bad too
         for name, minimum in (("threads", 1), ("inference_workers", 0), ("preprocess_workers", 1), ("max_batch", 1),
                               ("max_body_bytes", 1), ("max_items", 1), ("max_image_pixels", 1),
-                              ("max_videos_per_request", 1), ("max_concurrent_requests", 1), ("max_prepared_mb", 1)):
+                              ("max_videos_per_request", 1), ("max_concurrent_requests", 1), ("max_prepared_mb", 1),
+                              ("max_requests_per_connection", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 p.append(f"{PREFIX}{name.upper()}={value!r} must be an integer >= {minimum}")
@@ -156,6 +162,9 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= upper:
                 p.append(f"{PREFIX}{name.upper()}={value!r} must be a number of seconds in (0, {upper}]")
+        age = self.max_connection_age_s
+        if isinstance(age, bool) or not isinstance(age, (int, float)) or not 0 <= age <= 86_400:
+            p.append(f"{PREFIX}MAX_CONNECTION_AGE_S={age!r} must be a number of seconds in [0, 86400] (0: no limit)")
         if not self.normalize and not self.feature.startswith("imagebind"):
             p.append(f"{PREFIX}NORMALIZE=false applies to ImageBind features only; {self.feature}'s vectors are "
                      "always unit vectors")
@@ -192,7 +201,8 @@ class Settings:
                              ("BATCH_WINDOW_MS", _float), ("MAX_MEDIA_SECONDS", _float),
                              ("MAX_VIDEOS_PER_REQUEST", _int), ("MAX_AUDIO_SECONDS_PER_REQUEST", _float),
                              ("MAX_CONCURRENT_REQUESTS", _int), ("MAX_PREPARED_MB", _int),
-                             ("REQUEST_TIMEOUT_S", _float), ("DRAIN_TIMEOUT_S", _float)):
+                             ("REQUEST_TIMEOUT_S", _float), ("DRAIN_TIMEOUT_S", _float),
+                             ("MAX_REQUESTS_PER_CONNECTION", _int), ("MAX_CONNECTION_AGE_S", _float)):
             if (v := raw(field)) is None:
                 continue
             try:
