@@ -47,14 +47,13 @@ def available_memory_bytes() -> int:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, OSError, ValueError):
         total = 4 << 30
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for path in [d / "memory.max" for d in _cgroup_dirs("")] + [d / "memory.limit_in_bytes" for d in _cgroup_dirs("memory")]:
         try:
-            text = Path(path).read_text().strip()
+            text = path.read_text().strip()
         except OSError:
             continue
         if text.isdigit() and 0 < int(text) < total:  # "max", or v1's huge "no limit" value
             total = int(text)
-        break
     return total
 
 
@@ -64,22 +63,60 @@ def default_prepared_mb() -> int:
     return max(64, available_memory_bytes() // 4 // MB)
 
 
-def _cgroup_cpu_quota() -> float | None:
-    try:  # cgroup v2: "max 100000" or "200000 100000"
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max" and int(period) > 0:
-            return int(quota) / int(period)
-        return None
-    except (OSError, ValueError):
-        pass
-    try:  # cgroup v1
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        if quota > 0 and period > 0:
-            return quota / period
-    except (OSError, ValueError):
-        pass
-    return None
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+
+
+def _cgroup_dirs(controller: str, root: Path | None = None, proc_cgroup: Path | None = None) -> list[Path]:
+    """This process's cgroup folders for a v1 ``controller`` ("" for the v2 unified hierarchy),
+    its own first, then each ancestor up to the mount's root: a limit anywhere on that path
+    applies. Inside a container (its own cgroup namespace) the path is "/" and only the root is
+    left; without one (a systemd unit, a runtime sharing the host's namespace) the process's own
+    cgroup sits below the root, and reading the root alone would see the whole node."""
+    root = root or CGROUP_ROOT
+    try:
+        lines = (proc_cgroup or PROC_CGROUP).read_text().splitlines()
+    except OSError:
+        lines = []
+    mounts = [root, root / "unified"] if controller == "" else [root / controller]
+    relative = "/"
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if (controller == "" and controllers == "") or (controller and controller in controllers.split(",")):
+            relative = path
+            break
+    folders = []
+    for mount in mounts:
+        if controller == "" and not (mount / "cgroup.controllers").exists():
+            continue  # not a v2 hierarchy
+        here = mount / relative.strip("/")
+        while True:
+            folders.append(here)
+            if here == mount:
+                break
+            here = here.parent
+    return folders
+
+
+def _cgroup_cpu_quota(root: Path | None = None, proc_cgroup: Path | None = None) -> float | None:
+    """The tightest CPU quota on this process's cgroup path, in CPUs; None where there is none."""
+    quotas = []
+    for folder in _cgroup_dirs("", root, proc_cgroup):  # cgroup v2: "max 100000" or "200000 100000"
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            if quota != "max" and int(period) > 0:
+                quotas.append(int(quota) / int(period))
+        except (OSError, ValueError):
+            pass
+    for folder in _cgroup_dirs("cpu", root, proc_cgroup):  # cgroup v1
+        try:
+            quota = int((folder / "cpu.cfs_quota_us").read_text())
+            period = int((folder / "cpu.cfs_period_us").read_text())
+            if quota > 0 and period > 0:
+                quotas.append(quota / period)
+        except (OSError, ValueError):
+            pass
+    return min(quotas) if quotas else None
 
 
 @dataclass(frozen=True)
