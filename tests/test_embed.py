@@ -230,3 +230,79 @@ def test_progress_bar_when_asked(photo_folder, tmp_path, tiny_clip, capsys):
 def test_bad_argument_is_a_clear_error(tmp_path, tiny_weights, capsys):
     assert embed.main([str(tmp_path / "missing"), "--out", str(tmp_path / "out"), "--weights", str(tiny_weights)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- --weaviate (a recording stand-in)
+
+
+class RecordingBatch:
+    """Stands in for weaviate-client v4's ``collection.batch``: records what the sink calls (no
+    Weaviate runs here); ``refuse`` names source ids whose objects come back as failed."""
+
+    def __init__(self, refuse=()):
+        self.objects: list[dict] = []
+        self.flushed_at: list[int] = []  # how many objects had been added at each flush
+        self.failed_objects: list = []
+        self.refuse = set(refuse)
+        self.entered = self.exited = 0
+
+    def fixed_size(self, batch_size, concurrent_requests):
+        return self
+
+    def __enter__(self):
+        self.entered += 1
+        return self
+
+    def __exit__(self, *exc):
+        self.exited += 1
+
+    def add_object(self, properties, vector, uuid):
+        self.objects.append({"properties": properties, "vector": vector, "uuid": str(uuid)})
+        if properties["source_id"] in self.refuse:
+            from types import SimpleNamespace
+
+            self.failed_objects.append(SimpleNamespace(message="refused", object_=SimpleNamespace(properties=properties)))
+
+    def flush(self):
+        self.flushed_at.append(len(self.objects))
+
+
+class RecordingCollection:
+    def __init__(self, refuse=()):
+        self.batch = RecordingBatch(refuse)
+
+
+def test_weaviate_gets_every_embedded_row_with_its_vector(photo_folder, tmp_path, tiny_clip):
+    collection = RecordingCollection()
+    summary = embed.run([photo_folder], tmp_path / "out", embedder=tiny_clip, weaviate_collection=collection)
+    objects = {o["properties"]["source_id"]: o for o in collection.batch.objects}
+    rows = by_id(read(tmp_path / "out"))
+    assert set(objects) == {i for i, (_, error) in rows.items() if error is None}  # no error rows
+    for item_id, obj in objects.items():
+        np.testing.assert_allclose(obj["vector"], rows[item_id][0], atol=0)
+        assert obj["properties"]["modality"] == "image"
+    assert summary.weaviate_sent == 12 and collection.batch.exited == 1
+
+
+def test_weaviate_batch_is_flushed_before_each_part_is_published(photo_folder, tmp_path, tiny_clip):
+    collection = RecordingCollection()
+    embed.run([photo_folder], tmp_path / "out", embedder=tiny_clip, weaviate_collection=collection, batch_size=4,
+              row_group_rows=4, rows_per_part=4)
+    parts = embed.describe(tmp_path / "out")["paths"]
+    written = np.cumsum([pq.read_table(p).column("error").null_count for p in parts]).tolist()
+    assert collection.batch.flushed_at == written  # every published vector had been handed over
+
+
+def test_weaviate_uuids_are_stable_so_a_reimport_overwrites(photo_folder, tmp_path, tiny_clip):
+    first, second = RecordingCollection(), RecordingCollection()
+    embed.run([photo_folder], tmp_path / "a", embedder=tiny_clip, weaviate_collection=first)
+    embed.run([photo_folder], tmp_path / "b", embedder=tiny_clip, weaviate_collection=second)
+    assert sorted(o["uuid"] for o in first.batch.objects) == sorted(o["uuid"] for o in second.batch.objects)
+    assert len({o["uuid"] for o in first.batch.objects}) == 12
+
+
+def test_objects_weaviate_refuses_are_counted(photo_folder, tmp_path, tiny_clip):
+    refused = str(sorted(photo_folder.rglob("p*.jpg"))[0])
+    collection = RecordingCollection(refuse=[refused])
+    summary = embed.run([photo_folder], tmp_path / "out", embedder=tiny_clip, weaviate_collection=collection)
+    assert summary.weaviate_failed == 1 and "1 refused" in summary.line()
