@@ -8,7 +8,9 @@ all the cores. ``embed``: ``handspring_models.embed.run`` on the folder into a f
 (enumeration, reading, decoding, forward passes and Parquet writing, the model already loaded).
 ``--ray``: the same through ``handspring_models.ray`` on a local Ray cluster. The two (three)
 alternate for ``--rounds`` rounds, since this machine's speed drifts; each figure is a round's
-items/s, and the ratio is taken per round.
+items/s, and the ratio is taken per round. On a shared machine the wall-clock figures move with
+the neighbours' load; CPU-seconds per item (this process's threads) move much less, and their
+ratio says how much work the pipeline adds to the forward passes.
 """
 
 from __future__ import annotations
@@ -26,20 +28,24 @@ import handspring_models
 from handspring_models import embed
 
 
-def model_alone(embedder, files: list[Path], batch_size: int) -> float:
+def model_alone(embedder, files: list[Path], batch_size: int) -> tuple[float, float]:
+    """(items/s, CPU-seconds per item) of the forward passes alone."""
     prepared = [embedder.prepare("image", f.read_bytes()) for f in files]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(prepared), batch_size):
         embedder.encode("image", prepared[i:i + batch_size])
-    return len(prepared) / (time.perf_counter() - started)
+    return len(prepared) / (time.perf_counter() - started), (time.process_time() - cpu) / len(prepared)
 
 
-def bulk(embedder, folder: Path, batch_size: int, workers: int | None) -> float:
+def bulk(embedder, folder: Path, batch_size: int, workers: int | None) -> tuple[float, float]:
+    """(items/s, CPU-seconds per item) of a whole ``embed`` run."""
     out = Path(tempfile.mkdtemp(prefix="embed-bench-"))
     try:
+        cpu = time.process_time()
         summary = embed.run([folder], out / "vectors", embedder=embedder, batch_size=batch_size, workers=workers,
                             progress=False)
-        return (summary.embedded + summary.errors) / summary.seconds
+        n = summary.embedded + summary.errors
+        return n / summary.seconds, (time.process_time() - cpu) / n
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -50,10 +56,10 @@ def ray_path(weights: Path, folder: Path, batch_size: int) -> float:
     out = Path(tempfile.mkdtemp(prefix="ray-bench-"))
     try:
         started = time.perf_counter()
-        rows = embed_files(sorted(str(p) for p in folder.rglob("*.jpg")), out / "vectors", feature="clip_vit_b_32",
+        embed_files(sorted(str(p) for p in folder.rglob("*.jpg")), out / "vectors", feature="clip_vit_b_32",
                            weights_dir=weights, precision="fp32", batch_size=batch_size, concurrency=1,
                            threads_per_actor=torch.get_num_threads())
-        return rows / (time.perf_counter() - started)
+        return len(list(folder.iterdir())) / (time.perf_counter() - started)
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
@@ -89,15 +95,17 @@ def main(argv=None) -> int:
         ray.init(num_cpus=torch.get_num_threads(), include_dashboard=False, log_to_driver=False)
     results = []
     for round_ in range(args.rounds):
-        row = {"round": round_, "model_alone": model_alone(embedder, files, args.batch_size),
-               "embed": bulk(embedder, folder, args.batch_size, args.workers)}
+        row = {"round": round_}
+        row["model_alone"], row["model_alone_cpu_s"] = model_alone(embedder, files, args.batch_size)
+        row["embed"], row["embed_cpu_s"] = bulk(embedder, folder, args.batch_size, args.workers)
         if args.ray:
             row["ray"] = ray_path(args.weights, folder, args.batch_size)
         row["embed_vs_model"] = row["embed"] / row["model_alone"]
+        row["embed_vs_model_by_cpu"] = row["model_alone_cpu_s"] / row["embed_cpu_s"]
         if args.ray:
             row["ray_vs_embed"] = row["ray"] / row["embed"]
         results.append(row)
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     shutil.rmtree(folder, ignore_errors=True)
     return 0
 
