@@ -148,7 +148,7 @@ class PartWriter:
         self._writer: pq.ParquetWriter | None = None
         self._tmp: Path | None = None
         self._part_rows = 0
-        self._part_started = 0.0
+        self._unpublished_since: float | None = None  # when the oldest row not yet published came
 
     def _check_compatible(self, part: Path) -> None:
         theirs = read_metadata(part)
@@ -163,12 +163,14 @@ class PartWriter:
     def add(self, rows: Rows) -> None:
         if not rows.ids:
             return
+        if self._unpublished_since is None:
+            self._unpublished_since = time.monotonic()
         self._pending.append(rows)
         self._pending_rows += len(rows.ids)
         if self._pending_rows >= self.row_group_rows:
             self._write_row_group()
-        if self._writer is not None and (self._part_rows >= self.rows_per_part
-                                         or time.monotonic() - self._part_started >= self.part_seconds):
+        if (self._part_rows + self._pending_rows >= self.rows_per_part
+                or time.monotonic() - self._unpublished_since >= self.part_seconds):
             self.publish()
 
     def _table(self) -> pa.Table:
@@ -193,7 +195,6 @@ class PartWriter:
             self._tmp = self.out / f".part-{self.next_number:05d}.parquet.tmp"
             self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
             self._part_rows = 0
-            self._part_started = time.monotonic()
         self._writer.write_table(table, row_group_size=len(table))
         self._part_rows += len(table)
         self.rows_written += len(table)
@@ -212,7 +213,7 @@ class PartWriter:
         final = self.out / f"part-{self.next_number:05d}.parquet"
         os.rename(self._tmp, final)
         _fsync_dir(self.out)
-        self._writer, self._tmp = None, None
+        self._writer, self._tmp, self._unpublished_since = None, None, None
         log.info("published %s (%d rows)", final, self._part_rows)
         self.next_number += 1
         self.published.append(final)
