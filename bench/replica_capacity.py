@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         "images_per_s": round(images["req_per_s"], 2), "images_per_s_per_thread": round(images["req_per_s"] / args.threads, 2),
         "texts_per_s": round(texts["req_per_s"], 2), "texts_per_s_per_thread": round(texts["req_per_s"] / args.threads, 2),
         "errors": images["errors"] + texts["errors"],
-        "rss_at_ready_mb": round(server.rss_at_ready / 1e6), "peak_rss_mb": round(server.peak_rss() / 1e6),
+        "rss_at_ready_mb": round(server.rss_at_ready / 1e6), "peak_rss_mb": round(server.peak_rss / 1e6),
         "ready_s": round(server.ready_s, 2),
     }
     print(json.dumps(result))

@@ -35,10 +35,11 @@ class Embed:
 
     ``column``: the input column, holding encoded file bytes (binary), paths or texts (strings).
     ``modality``: what every row is; by default texts need ``modality="text"``, paths and bytes
-    take it from the path's suffix (``id_column``, or the path itself). ``id_column``: the row's
-    id (default: the path for paths, the row's position in its batch otherwise is useless, so
-    give one for texts and bytes). Binary input columns are dropped from the output; every other
-    column is kept."""
+    take it from the path's suffix (``id_column``, or the path itself). ``id_column``: the column
+    that becomes ``id`` (default ``path``, as ``read_binary_files(include_paths=True)`` names it);
+    without one, a path is its own id, and a text or bytes row gets its position in its batch,
+    which is no use as a key: give texts and bytes an id column. The binary input column is
+    dropped from the output; every other column is kept."""
 
     def __init__(self, feature: str = "clip_vit_b_32", weights_dir: str | Path | None = None, precision: str = "fp32",
                  column: str = "bytes", modality: str | None = None, id_column: str | None = "path",

@@ -306,3 +306,34 @@ def test_objects_weaviate_refuses_are_counted(photo_folder, tmp_path, tiny_clip)
     collection = RecordingCollection(refuse=[refused])
     summary = embed.run([photo_folder], tmp_path / "out", embedder=tiny_clip, weaviate_collection=collection)
     assert summary.weaviate_failed == 1 and "1 refused" in summary.line()
+
+
+def test_raw_outputs_are_refused_for_clip(photo_folder, tmp_path, tiny_clip):
+    with pytest.raises(embed.SourceError, match="ImageBind"):
+        embed.run([photo_folder], tmp_path / "out", embedder=tiny_clip, normalize=False)
+
+
+def test_mixed_folder_each_file_by_its_modality(tmp_path, imagebind_tiny_weights):
+    """A folder of images, audio, video, IMU CSVs and texts (and a broken WAV) through ImageBind:
+    each file embedded as its modality, in batches per modality, equal to the in-process vectors."""
+    import handspring_models
+    from tests import media
+
+    bind = handspring_models.load("imagebind_huge", imagebind_tiny_weights, precision="fp32")
+    root = tmp_path / "mixed"
+    root.mkdir()
+    files = {"a.jpg": ("image", jpeg(1)), "b.jpg": ("image", jpeg(2)), "c.wav": ("audio", media.wav(1.0)),
+             "d.mp4": ("video", media.video()), "e.csv": ("imu", media.imu_csv()),
+             "f.txt": ("text", b"a dog barking")}
+    for name, (_, data) in files.items():
+        (root / name).write_bytes(data)
+    (root / "broken.wav").write_bytes(b"RIFF nonsense")
+    embed.run([root], tmp_path / "out", embedder=bind, batch_size=2)
+    table = read(tmp_path / "out")
+    rows = {i: (m, v, e) for i, m, v, e in zip(*(table.column(c).to_pylist() for c in ("id", "modality", "vector", "error")))}
+    assert len(rows) == 7 and rows[str(root / "broken.wav")][1] is None and rows[str(root / "broken.wav")][2]
+    for name, (modality, data) in files.items():
+        got_modality, vector, error = rows[str(root / name)]
+        assert got_modality == modality and error is None
+        item = data.decode() if modality == "text" else data
+        np.testing.assert_allclose(vector, bind.embed(modality, [item])[0], atol=1e-5)

@@ -83,6 +83,8 @@ def run(inputs: list[str | Path], out: str | Path, feature: str = "clip_vit_b_32
     if embedder is None:
         kwargs = {"normalize": normalize} if not normalize else {}
         embedder = handspring_models.load(feature, weights_dir=weights_dir, precision=precision, **kwargs)
+    if not normalize and not embedder.model_name.startswith("imagebind"):
+        raise SourceError(f"raw outputs (--raw) are ImageBind's; {embedder.model_name}'s vectors are always unit vectors")
     in_play = tuple(embedder.modalities)
     if modalities:
         unknown = [m for m in modalities if m not in embedder.modalities]

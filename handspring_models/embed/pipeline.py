@@ -1,12 +1,12 @@
 """Decode in parallel, encode in full batches, write as it goes: the bulk run's engine.
 
 Threads:
-- the caller's thread enumerates items, skips those already written, and submits each to the
-  decoding pool once a slot of the in-flight window is free (``window``: items decoded, waiting
+- a reading thread enumerates items (those already written were filtered out) and submits each
+  to the decoding pool once a slot of the in-flight window is free (``window``: items decoded, waiting
   or in a batch; it bounds memory whatever the collection's size);
 - ``workers`` decoding threads read each input and run ``embedder.prepare`` (native decoding
   releases the GIL), one torch thread each;
-- one encoding thread gathers prepared inputs per modality and runs ``embedder.encode`` on full
+- the caller's thread gathers prepared inputs per modality and runs ``embedder.encode`` on full
   batches with ``threads`` torch threads, then hands the rows to the writer.
 
 A bad input (``ValueError`` from ``prepare``: ``InvalidInputError``, a modality the feature
@@ -61,7 +61,7 @@ def prepare_one(embedder, item: Item) -> Prepared:
 
 
 class Pipeline:
-    """``run(items)`` embeds ``items`` and hands the rows to ``sink(rows)`` (from the encoding
+    """``run(items)`` embeds ``items`` and hands the rows to ``sink(rows)`` (from the calling
     thread); ``on_rows(n_rows, n_errors)`` reports progress."""
 
     def __init__(self, embedder, sink: Callable[[Rows], None], batch_size: int = 32, workers: int = 2,
@@ -83,66 +83,67 @@ class Pipeline:
         self.errors = 0
 
     def run(self, items: Iterable[Item]) -> None:
-        encoder = threading.Thread(target=self._encode_loop, name="handspring-encode", daemon=True)
-        encoder.start()
+        """The forward passes run in the calling thread: it is the one whose OpenMP team torch
+        already has (loading the model made it), and a second team in another thread would put
+        more spinning threads than cores in libgomp's hands, which then stops spinning at
+        barriers (about 1.5x slower passes, see app/slots.py)."""
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="handspring-decode",
                                   initializer=torch.set_num_threads, initargs=(1,))
+        producer = threading.Thread(target=self._produce, args=(items, pool), name="handspring-read", daemon=True)
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        producer.start()
+        try:
+            self._encode_loop()
+        except BaseException:
+            self._stop.set()  # Ctrl-C or a failure: the producer stops submitting
+            raise
+        finally:
+            producer.join()
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(previous)
+        if self._failure is not None:  # the producer's (enumerating or reading a shard)
+            raise self._failure
+
+    def _produce(self, items: Iterable[Item], pool: ThreadPoolExecutor) -> None:
         try:
             for item in items:
                 while not self._slots.acquire(timeout=0.5):
-                    self._raise_if_failed()
-                self._raise_if_failed()
-                future = pool.submit(prepare_one, self.embedder, item)
-                future.add_done_callback(self._ready.put)
+                    if self._stop.is_set():
+                        return
+                if self._stop.is_set():
+                    return
+                pool.submit(prepare_one, self.embedder, item).add_done_callback(self._ready.put)
             pool.shutdown(wait=True)  # every submitted item decoded and queued for the encoder
-        except BaseException:
-            self._stop.set()  # Ctrl-C or a failure: the encoder stops after its current batch
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        finally:
-            self._ready.put(None)
-            encoder.join()
-        self._raise_if_failed()
-
-    def _raise_if_failed(self) -> None:
-        if self._failure is not None:
-            raise self._failure
-
-    # ------------------------------------------------------------ the encoding thread
-
-    def _encode_loop(self) -> None:
-        torch.set_num_threads(self.threads)
-        buffers: dict[str, list[Prepared]] = {}
-        try:
-            while True:
-                future = self._ready.get()
-                if future is None or self._stop.is_set():
-                    break
-                if future.cancelled():
-                    continue
-                prepared = future.result()  # MemoryError/OSError from a decoder: stop
-                if prepared.error is not None:
-                    self._emit_errors([prepared])
-                    continue
-                batch = buffers.setdefault(prepared.item.modality, [])
-                batch.append(prepared)
-                if len(batch) >= self.batch_size:
-                    self._encode(buffers.pop(prepared.item.modality))
-                elif sum(map(len, buffers.values())) >= self.window - self.workers:
-                    # Partial batches of several modalities fill the window: run the largest.
-                    self._encode(buffers.pop(max(buffers, key=lambda m: len(buffers[m]))))
-            if not self._stop.is_set():
-                for modality in list(buffers):
-                    self._encode(buffers.pop(modality))
         except BaseException as e:
             self._failure = e
-            self._stop.set()
-            # Free the producer: it may be waiting for a slot.
-            for _ in range(self.window):
-                try:
-                    self._slots.release()
-                except ValueError:
-                    break
+        finally:
+            self._ready.put(None)
+
+    # ------------------------------------------------------------ the calling thread
+
+    def _encode_loop(self) -> None:
+        buffers: dict[str, list[Prepared]] = {}
+        while True:
+            future = self._ready.get()
+            if future is None:
+                break
+            if future.cancelled():
+                continue
+            prepared = future.result()  # MemoryError/OSError from a decoder: stop
+            if prepared.error is not None:
+                self._emit_errors([prepared])
+                continue
+            batch = buffers.setdefault(prepared.item.modality, [])
+            batch.append(prepared)
+            if len(batch) >= self.batch_size:
+                self._encode(buffers.pop(prepared.item.modality))
+            elif sum(map(len, buffers.values())) >= self.window - self.workers:
+                # Partial batches of several modalities fill the window: run the largest.
+                self._encode(buffers.pop(max(buffers, key=lambda m: len(buffers[m]))))
+        if self._failure is None:
+            for modality in list(buffers):
+                self._encode(buffers.pop(modality))
 
     def _encode(self, batch: list[Prepared]) -> None:
         modality = batch[0].item.modality
