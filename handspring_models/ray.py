@@ -43,15 +43,14 @@ class Embed:
 
     def __init__(self, feature: str = "clip_vit_b_32", weights_dir: str | Path | None = None, precision: str = "fp32",
                  column: str = "bytes", modality: str | None = None, id_column: str | None = "path",
-                 threads: int | None = None, normalize: bool = True):
+                 threads: int | None = None, normalize: bool | None = None):
         import torch
 
         import handspring_models
 
         self.threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or torch.get_num_threads()
         torch.set_num_threads(self.threads)
-        kwargs = {"normalize": normalize} if not normalize else {}
-        self.embedder = handspring_models.load(feature, weights_dir=weights_dir, precision=precision, **kwargs)
+        self.embedder = handspring_models.load(feature, weights_dir=weights_dir, precision=precision, normalize=normalize)
         self.column, self.modality, self.id_column = column, modality, id_column
         self.suffixes = suffix_modalities(tuple(self.embedder.modalities))
         # Decoding threads inside the actor, one torch thread each: the cores the actor was given.

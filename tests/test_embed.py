@@ -78,7 +78,7 @@ def test_file_metadata_names_model_precision_weights_and_convention(photo_folder
     meta = embed.describe(tmp_path / "out")["metadata"]
     assert meta["model"] == "clip_vit_b_32" and meta["precision"] == "fp32"
     assert meta["weights_manifest_sha256"] == tiny_clip.manifest_sha256
-    assert meta["output_convention"].startswith("unit")
+    assert meta["output_convention"] == tiny_clip.describe_output()
     assert pq.read_schema(embed.describe(tmp_path / "out")["paths"][0]).field("vector").type.list_size == tiny_clip.dim
 
 
@@ -308,9 +308,9 @@ def test_objects_weaviate_refuses_are_counted(photo_folder, tmp_path, tiny_clip)
     assert summary.weaviate_failed == 1 and "1 refused" in summary.line()
 
 
-def test_raw_outputs_are_refused_for_clip(photo_folder, tmp_path, tiny_clip):
-    with pytest.raises(embed.SourceError, match="ImageBind"):
-        embed.run([photo_folder], tmp_path / "out", embedder=tiny_clip, normalize=False)
+def test_normalize_other_than_the_loaded_embedder_is_refused(photo_folder, tmp_path, tiny_clip):
+    with pytest.raises(ValueError, match="normalize"):
+        embed.run([photo_folder], tmp_path / "out", embedder=tiny_clip, normalize=not tiny_clip.normalize)
 
 
 def test_mixed_folder_each_file_by_its_modality(tmp_path, imagebind_tiny_weights):

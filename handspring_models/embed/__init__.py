@@ -22,12 +22,6 @@ __all__ = ["run", "main", "Summary", "Sources", "Item", "OutputError", "SourceEr
 
 log = logging.getLogger("handspring_models.embed")
 
-OUTPUT_CONVENTIONS = {
-    True: "unit: L2-normalized float32 vectors (cosine = dot product)",
-    False: "raw: the reference model's outputs, normalized then scaled per modality (ImageBind)",
-}
-
-
 @dataclass
 class Summary:
     embedded: int  # rows with a vector, this run
@@ -63,13 +57,13 @@ def default_workers() -> int:
 def run(inputs: list[str | Path], out: str | Path, feature: str = "clip_vit_b_32", weights_dir: str | Path | None = None,
         precision: str = "fp32", *, embedder=None, modalities: list[str] | None = None, column: str | None = None,
         id_column: str | None = None, texts: bool = False, batch_size: int = 32, workers: int | None = None,
-        threads: int | None = None, normalize: bool = True, row_group_rows: int = 1024,
+        threads: int | None = None, normalize: bool | None = None, row_group_rows: int = 1024,
         rows_per_part: int = 100_000, part_seconds: float = 60.0, progress: bool | None = None,
         weaviate_collection=None, weaviate_batch_size: int = 100) -> Summary:
     """Embed ``inputs`` into the dataset directory ``out``, skipping what it already holds.
 
     ``embedder``: an already loaded one (else ``handspring_models.load(feature, weights_dir,
-    precision, normalize=...)``). ``modalities``: only these of the feature's. ``texts``: list
+    precision, normalize=normalize)``; ``normalize`` None: the model's own convention). ``modalities``: only these of the feature's. ``texts``: list
     files hold texts, not paths. ``workers``: decoding threads (default: the CPUs available);
     ``threads``: torch threads for the forward passes (default: torch's). ``progress``: a bar on
     stderr (default: when stderr is a terminal). ``weaviate_collection``: a weaviate-client v4
@@ -81,10 +75,9 @@ def run(inputs: list[str | Path], out: str | Path, feature: str = "clip_vit_b_32
 
     started = time.monotonic()
     if embedder is None:
-        kwargs = {"normalize": normalize} if not normalize else {}
-        embedder = handspring_models.load(feature, weights_dir=weights_dir, precision=precision, **kwargs)
-    if not normalize and not embedder.model_name.startswith("imagebind"):
-        raise SourceError(f"raw outputs (--raw) are ImageBind's; {embedder.model_name}'s vectors are always unit vectors")
+        embedder = handspring_models.load(feature, weights_dir=weights_dir, precision=precision, normalize=normalize)
+    elif normalize is not None and normalize != embedder.normalize:
+        raise ValueError(f"normalize={normalize} asked of an embedder loaded with normalize={embedder.normalize}")
     in_play = tuple(embedder.modalities)
     if modalities:
         unknown = [m for m in modalities if m not in embedder.modalities]
@@ -95,7 +88,7 @@ def run(inputs: list[str | Path], out: str | Path, feature: str = "clip_vit_b_32
     sources = Sources(tuple(Path(p) for p in inputs), in_play, column, id_column, texts)
     metadata = {
         "model": embedder.model_name, "feature": embedder.feature, "precision": embedder.precision,
-        "weights_manifest_sha256": embedder.manifest_sha256, "output_convention": OUTPUT_CONVENTIONS[normalize],
+        "weights_manifest_sha256": embedder.manifest_sha256, "output_convention": embedder.describe_output(),
         "dim": embedder.dim, "weights_source": embedder.source, "license": embedder.license,
         "library_version": handspring_models.__version__,
     }

@@ -30,8 +30,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", dest="weights_dir", help="weights folder (default: the library's, "
                    "$HANDSPRING_WEIGHTS_DIR or weights/<model>/)")
     p.add_argument("--precision", default="fp32", choices=list(handspring_models.PRECISIONS))
-    p.add_argument("--raw", action="store_true",
-                   help="ImageBind: the reference model's raw, per-modality scaled outputs instead of unit vectors")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="unit vectors (--normalize) or the model's raw outputs (--no-normalize); "
+                        "default: the model's convention, what Weaviate's own container returns")
     p.add_argument("--modality", action="append", dest="modalities", metavar="MODALITY",
                    help="embed only this modality (repeatable; default: all the feature's)")
     p.add_argument("--column", help="list files: the column of paths or texts (needed when there are several)")
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = run(args.inputs, args.out, args.feature, args.weights_dir, args.precision,
                       modalities=args.modalities, column=args.column, id_column=args.id_column, texts=args.texts,
                       batch_size=args.batch_size, workers=args.workers, threads=args.threads,
-                      normalize=not args.raw, row_group_rows=args.row_group_rows, rows_per_part=args.rows_per_part,
+                      normalize=args.normalize, row_group_rows=args.row_group_rows, rows_per_part=args.rows_per_part,
                       part_seconds=args.part_seconds, progress=args.progress, weaviate_collection=collection,
                       weaviate_batch_size=args.weaviate_batch_size)
     except (SourceError, OutputError, WeightsError, ValueError) as e:
