@@ -21,14 +21,16 @@ Run it again with the same --out after any stop: it skips what is written and go
 def parser() -> argparse.ArgumentParser:
     import handspring_models
 
-    p = argparse.ArgumentParser(prog="python -m handspring_models.embed", description=__doc__.split("\n")[0].strip('`"'),
+    p = argparse.ArgumentParser(prog="python -m handspring_models.embed",
+                                description="Embed a collection (folders, lists, webdataset shards) into a resumable "
+                                            "Parquet dataset.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="a folder (recursive), a .txt/.csv/.parquet list of paths or texts, or a webdataset .tar shard")
     p.add_argument("--out", required=True, help="the Parquet dataset directory to write (and resume)")
-    p.add_argument("--feature", default="clip_vit_b_32", choices=list(handspring_models.FEATURES))
-    p.add_argument("--weights", dest="weights_dir", help="weights folder (default: the library's, "
-                   "$HANDSPRING_WEIGHTS_DIR or weights/<model>/)")
+    p.add_argument("--feature", default="clip_vit_b_32",
+                   help="a feature (e.g. clip_vit_b_32_image) or a model's name or alias (default clip_vit_b_32)")
+    p.add_argument("--weights", dest="weights_dir", help="weights folder (default: the library's folder for the model)")
     p.add_argument("--precision", default="fp32", choices=list(handspring_models.PRECISIONS))
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                    help="unit vectors (--normalize) or the model's raw outputs (--no-normalize); "
