@@ -92,7 +92,9 @@ def main(argv=None) -> int:
     if args.ray:
         import ray
 
-        ray.init(num_cpus=torch.get_num_threads(), include_dashboard=False, log_to_driver=False)
+        # One logical CPU more than the actor takes: Ray Data's read tasks need one to be scheduled
+        # (with every CPU held by the actor, the job waits for ever).
+        ray.init(num_cpus=torch.get_num_threads() + 1, include_dashboard=False, log_to_driver=False)
     results = []
     for round_ in range(args.rounds):
         row = {"round": round_}
