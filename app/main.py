@@ -16,6 +16,7 @@ from fastapi import FastAPI
 import handspring_models
 
 from . import errors
+from .connection_recycling import ConnectionRecycling
 from .loading import Loader
 from .logs import configure_logging
 from .memory import bound_kernel_caches, limit_malloc_arenas
@@ -72,6 +73,13 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None,
     )
     errors.install(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def connection_limits() -> tuple[int, float]:
+        service = getattr(app.state, "service", None)
+        s = service.settings if service is not None else settings
+        return (s.max_requests_per_connection, s.max_connection_age_s) if s is not None else (0, 0.0)
+
+    app.add_middleware(ConnectionRecycling, limits=connection_limits)
     app.include_router(router)
     app.include_router(openai_router)
     app.include_router(ui_router)

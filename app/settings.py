@@ -49,14 +49,13 @@ def available_memory_bytes() -> int:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, OSError, ValueError):
         total = 4 << 30
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+    for path in [d / "memory.max" for d in _cgroup_dirs("")] + [d / "memory.limit_in_bytes" for d in _cgroup_dirs("memory")]:
         try:
-            text = Path(path).read_text().strip()
+            text = path.read_text().strip()
         except OSError:
             continue
         if text.isdigit() and 0 < int(text) < total:  # "max", or v1's huge "no limit" value
             total = int(text)
-        break
     return total
 
 
@@ -66,22 +65,60 @@ def default_prepared_mb() -> int:
     return max(64, available_memory_bytes() // 4 // MB)
 
 
-def _cgroup_cpu_quota() -> float | None:
-    try:  # cgroup v2: "max 100000" or "200000 100000"
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max" and int(period) > 0:
-            return int(quota) / int(period)
-        return None
-    except (OSError, ValueError):
-        pass
-    try:  # cgroup v1
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        if quota > 0 and period > 0:
-            return quota / period
-    except (OSError, ValueError):
-        pass
-    return None
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+
+
+def _cgroup_dirs(controller: str, root: Path | None = None, proc_cgroup: Path | None = None) -> list[Path]:
+    """This process's cgroup folders for a v1 ``controller`` ("" for the v2 unified hierarchy),
+    its own first, then each ancestor up to the mount's root: a limit anywhere on that path
+    applies. Inside a container (its own cgroup namespace) the path is "/" and only the root is
+    left; without one (a systemd unit, a runtime sharing the host's namespace) the process's own
+    cgroup sits below the root, and reading the root alone would see the whole node."""
+    root = root or CGROUP_ROOT
+    try:
+        lines = (proc_cgroup or PROC_CGROUP).read_text().splitlines()
+    except OSError:
+        lines = []
+    mounts = [root, root / "unified"] if controller == "" else [root / controller]
+    relative = "/"
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if (controller == "" and controllers == "") or (controller and controller in controllers.split(",")):
+            relative = path
+            break
+    folders = []
+    for mount in mounts:
+        if controller == "" and not (mount / "cgroup.controllers").exists():
+            continue  # not a v2 hierarchy
+        here = mount / relative.strip("/")
+        while True:
+            folders.append(here)
+            if here == mount:
+                break
+            here = here.parent
+    return folders
+
+
+def _cgroup_cpu_quota(root: Path | None = None, proc_cgroup: Path | None = None) -> float | None:
+    """The tightest CPU quota on this process's cgroup path, in CPUs; None where there is none."""
+    quotas = []
+    for folder in _cgroup_dirs("", root, proc_cgroup):  # cgroup v2: "max 100000" or "200000 100000"
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            if quota != "max" and int(period) > 0:
+                quotas.append(int(quota) / int(period))
+        except (OSError, ValueError):
+            pass
+    for folder in _cgroup_dirs("cpu", root, proc_cgroup):  # cgroup v1
+        try:
+            quota = int((folder / "cpu.cfs_quota_us").read_text())
+            period = int((folder / "cpu.cfs_period_us").read_text())
+            if quota > 0 and period > 0:
+                quotas.append(quota / period)
+        except (OSError, ValueError):
+            pass
+    return min(quotas) if quotas else None
 
 
 @dataclass(frozen=True)
@@ -121,6 +158,11 @@ class Settings:
     request_timeout_s: float = 45.0
     # On SIGTERM, in-flight requests get this long to finish (Kubernetes kills at 30 s).
     drain_timeout_s: float = 25.0
+    # Keep-alive connections answered "Connection: close" after this many requests or seconds, so
+    # clients reconnect and an L4 balancer (kube-proxy) spreads them (app/connection_recycling.py).
+    # 0: no limit.
+    max_requests_per_connection: int = 0
+    max_connection_age_s: float = 0.0
     # Unit vectors (true) or the model's raw outputs (false); unset: what Weaviate's own container
     # returns for the model (the registry's convention, shown in /meta).
     normalize: bool | None = None
@@ -155,7 +197,8 @@ class Settings:
         # inference_workers: 0 (automatic) became a count in __post_init__ unless threads is bad too
         for name, minimum in (("threads", 1), ("inference_workers", 0), ("preprocess_workers", 1), ("max_batch", 1),
                               ("max_body_bytes", 1), ("max_items", 1), ("max_image_pixels", 1),
-                              ("max_videos_per_request", 1), ("max_concurrent_requests", 1), ("max_prepared_mb", 1)):
+                              ("max_videos_per_request", 1), ("max_concurrent_requests", 1), ("max_prepared_mb", 1),
+                              ("max_requests_per_connection", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 p.append(f"{PREFIX}{name.upper()}={value!r} must be an integer >= {minimum}")
@@ -171,6 +214,9 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= upper:
                 p.append(f"{PREFIX}{name.upper()}={value!r} must be a number of seconds in (0, {upper}]")
+        age = self.max_connection_age_s
+        if isinstance(age, bool) or not isinstance(age, (int, float)) or not 0 <= age <= 86_400:
+            p.append(f"{PREFIX}MAX_CONNECTION_AGE_S={age!r} must be a number of seconds in [0, 86400] (0: no limit)")
         if self.log_level not in LOG_LEVELS:
             p.append(f"{PREFIX}LOG_LEVEL={self.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
         for number, key in enumerate(self.api_keys, 1):  # never the key itself in the message
@@ -209,7 +255,8 @@ class Settings:
                              ("BATCH_WINDOW_MS", _float), ("MAX_MEDIA_SECONDS", _float),
                              ("MAX_VIDEOS_PER_REQUEST", _int), ("MAX_AUDIO_SECONDS_PER_REQUEST", _float),
                              ("MAX_CONCURRENT_REQUESTS", _int), ("MAX_PREPARED_MB", _int),
-                             ("REQUEST_TIMEOUT_S", _float), ("DRAIN_TIMEOUT_S", _float)):
+                             ("REQUEST_TIMEOUT_S", _float), ("DRAIN_TIMEOUT_S", _float),
+                             ("MAX_REQUESTS_PER_CONNECTION", _int), ("MAX_CONNECTION_AGE_S", _float)):
             if (v := raw(field)) is None:
                 continue
             try:

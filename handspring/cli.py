@@ -42,6 +42,17 @@ def weights(argv: list[str]) -> int:
     return weights_main(argv, prog=f"{PROG} weights")
 
 
+def embed(argv: list[str]) -> int:
+    missing = [name for name in ("pyarrow", "tqdm") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"{PROG} embed: bulk embedding's dependencies are not installed ({', '.join(missing)}); "
+              "install them with: pip install 'handspring[embed]'", file=sys.stderr)
+        return 1
+    from handspring_models.embed import main as embed_main
+
+    return embed_main(argv, prog=f"{PROG} embed")
+
+
 def models(argv: list[str]) -> int:
     import argparse
 
@@ -63,6 +74,7 @@ def models(argv: list[str]) -> int:
 COMMANDS: dict[str, tuple[Callable[[list[str]], int], str]] = {
     "serve": (serve, "run the HTTP service (Weaviate's /vectorize, OpenAI's /v1/embeddings)"),
     "weights": (weights, "download, convert, verify, list or make random weights folders"),
+    "embed": (embed, "embed a collection (folders, lists, webdataset shards) into resumable Parquet"),
     "models": (models, "list the models and features"),
 }
 
