@@ -38,7 +38,7 @@ download: $(VENV)/.runtime
 # Serves $HANDSPRING_WEIGHTS_DIR if set, else weights/<model>/ (downloaded on first run); offline,
 # a loudly labelled random-weight demo model so the API can still be tried.
 run: $(VENV)/.runtime
-	HANDSPRING_WEIGHTS_DIR="$$($(PY) -m handspring_models.weights ensure $(MODEL) --out $(WEIGHTS))" && \
+	HANDSPRING_WEIGHTS_DIR="$${HANDSPRING_WEIGHTS_DIR:-$$($(PY) -m handspring_models.weights ensure $(MODEL) --out $(WEIGHTS))}" && \
 	HANDSPRING_FEATURE="$${HANDSPRING_FEATURE:-$(MODEL)}" && \
 	export HANDSPRING_WEIGHTS_DIR HANDSPRING_FEATURE && exec $(PY) -m app --host 0.0.0.0 --port $(PORT)
 

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import handspring_models
@@ -29,22 +28,22 @@ def default_loader(settings: Settings):
 
     if Image.MAX_IMAGE_PIXELS is not None and settings.max_image_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = settings.max_image_pixels
-    return handspring_models.load(settings.feature, settings.weights_dir, precision=settings.precision,
-                                  max_pixels=settings.max_image_pixels, normalize=settings.normalize,
-                                  max_seconds=settings.max_media_seconds)
+    options = {"max_seconds": settings.max_media_seconds} if {"audio", "video"} & set(
+        handspring_models.find_feature(settings.feature)[2]) else {}
+    return handspring_models.load(settings.feature, settings.weights_folder, precision=settings.precision,
+                                  max_pixels=settings.max_image_pixels, normalize=settings.normalize, **options)
 
 
 def check_weights(settings: Settings) -> None:
     """Cheap start-up check (config.json readable, right model) so a wrong HANDSPRING_WEIGHTS_DIR
     stops the server at once with the library's message instead of failing in the background."""
-    from handspring_models.weights import default_weights_dir, read_config
+    from handspring_models.weights import read_config
 
-    model = handspring_models.FEATURES[settings.feature][0]
-    folder = settings.weights_dir if settings.weights_dir is not None else default_weights_dir(model)
-    config = read_config(Path(folder))
-    if config.get("model") != model:
+    folder = settings.weights_folder
+    config = read_config(folder)
+    if config.get("model") != settings.model:
         raise handspring_models.WeightsError(
-            f"{Path(folder) / 'config.json'} holds {config.get('model')!r}, but {settings.feature} needs {model!r}")
+            f"{folder / 'config.json'} holds {config.get('model')!r}, but {settings.feature} needs {settings.model!r}")
 
 
 def start_loading(settings: Settings, loader: Loader | None = None, check: bool = True) -> concurrent.futures.Future:

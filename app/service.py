@@ -192,18 +192,20 @@ class Service:
     def meta(self) -> dict:
         self.require_ready()
         e, s = self.embedder, self.settings
-        normalized = getattr(e, "normalize", True)  # CLIP's vectors are always unit vectors
+        spec = getattr(e, "spec", None)
+        normalized = getattr(e, "normalize", True)
+        describe = getattr(e, "describe_output", None)
         return {
             "model": e.model_name,
+            "aliases": list(getattr(e, "aliases", ())),
             "feature": e.feature,
             "features": [e.feature],
             "modalities": list(e.modalities),
             "dim": e.dim,
             "normalized": normalized,
-            "output": ("unit vectors (L2-normalized)" if normalized else
-                       "the reference model's raw outputs: L2-normalized, then scaled per modality "
-                       "(text by its learned scale, audio x20, thermal x10, depth and imu x5), "
-                       "audio and video averaged over their clips"),
+            "output": describe() if callable(describe) else
+            ("unit vectors (L2-normalized)" if normalized else "the model's raw outputs (not normalized)"),
+            **({"weaviate_default_normalized": spec.normalize} if spec is not None else {}),
             "precision": {"requested": e.requested_precision, "resolved": e.precision},
             "weights": {
                 "dir": str(e.weights_dir),

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import handspring_models
-from handspring_models.preprocess import DEFAULT_MAX_PIXELS
+from handspring_models.inputs.image import DEFAULT_MAX_PIXELS
+
+REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 
 PREFIX = "HANDSPRING_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -84,7 +86,9 @@ def _cgroup_cpu_quota() -> float | None:
 
 @dataclass(frozen=True)
 class Settings:
-    weights_dir: Path | None = None  # None: the library's default (weights/<model>/ in the repo)
+    weights_dir: Path | None = None  # None: weights/<model>/ in this repository (see weights_folder)
+    # A feature (clip_vit_b_32_image), or a model by its name or any alias (the whole model); kept
+    # as the registry's canonical feature name.
     feature: str = "clip_vit_b_32"
     precision: str = "auto"
     threads: int = dataclasses.field(default_factory=available_cpus)  # torch threads, all forward passes together
@@ -117,14 +121,19 @@ class Settings:
     request_timeout_s: float = 45.0
     # On SIGTERM, in-flight requests get this long to finish (Kubernetes kills at 30 s).
     drain_timeout_s: float = 25.0
-    # ImageBind: unit vectors (true), or the reference model's raw outputs, scaled per modality (false).
-    normalize: bool = True
+    # Unit vectors (true) or the model's raw outputs (false); unset: what Weaviate's own container
+    # returns for the model (the registry's convention, shown in /meta).
+    normalize: bool | None = None
     log_level: str = "INFO"
     # uvicorn's line per request: off by default (at ~100 requests/s it costs CPU the model needs;
     # /metrics counts requests and latencies instead).
     access_log: bool = False
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "feature", handspring_models.find_feature(self.feature)[1])
+        except (handspring_models.UnknownModelError, TypeError):
+            pass  # reported by problems()
         if self.inference_workers == 0 and isinstance(self.threads, int) and self.threads >= 1:
             object.__setattr__(self, "inference_workers", min(2, self.threads))
         problems = self.problems()
@@ -134,7 +143,8 @@ class Settings:
     def problems(self) -> list[str]:
         p: list[str] = []
         if self.feature not in handspring_models.FEATURES:
-            p.append(f"{PREFIX}FEATURE={self.feature!r} is not a feature; known: {', '.join(handspring_models.FEATURES)}")
+            p.append(f"{PREFIX}FEATURE={self.feature!r} is not a feature or model; known: "
+                     f"{', '.join(handspring_models.FEATURES)} (or a model's alias: `python -m handspring_models.weights list`)")
         if self.precision not in handspring_models.PRECISIONS:
             p.append(f"{PREFIX}PRECISION={self.precision!r} must be one of {', '.join(handspring_models.PRECISIONS)}")
         # inference_workers: 0 (automatic) became a count in __post_init__ unless threads is bad too
@@ -156,9 +166,6 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= upper:
                 p.append(f"{PREFIX}{name.upper()}={value!r} must be a number of seconds in (0, {upper}]")
-        if not self.normalize and not self.feature.startswith("imagebind"):
-            p.append(f"{PREFIX}NORMALIZE=false applies to ImageBind features only; {self.feature}'s vectors are "
-                     "always unit vectors")
         if self.log_level not in LOG_LEVELS:
             p.append(f"{PREFIX}LOG_LEVEL={self.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
         return p
@@ -206,6 +213,16 @@ class Settings:
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
         return settings
+
+    @property
+    def model(self) -> str:
+        return handspring_models.FEATURES[self.feature][0]
+
+    @property
+    def weights_folder(self) -> Path:
+        """The folder served: HANDSPRING_WEIGHTS_DIR, else weights/<model>/ in this repository
+        (where `make run` and `make download` put it)."""
+        return self.weights_dir if self.weights_dir is not None else REPO_WEIGHTS / self.model
 
     @property
     def log_level_number(self) -> int:

@@ -119,7 +119,7 @@ def machine_meta(args) -> dict:
                                capture_output=True, check=False, text=True, timeout=5).stdout.split("\n")
     except (OSError, subprocess.SubprocessError):
         commit, dirty = "", []
-    from handspring_models.precision import native_bf16, resolve
+    from handspring_models.runtime.precision import native_bf16, resolve
 
     return {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -148,7 +148,7 @@ def _prewarm(ckpt) -> None:
 
 
 def run_servers(args, ckpt, photos, captions) -> tuple[dict, dict]:
-    from handspring_models.precision import resolve
+    from handspring_models.runtime.precision import resolve
 
     specs = [reference_spec(ckpt.hf_dir), handspring_spec(ckpt.weights_dir)]
     default = resolve("auto")

@@ -37,7 +37,7 @@ def save_processor(folder: Path, bpe: Path) -> None:
     vocab.json) is, and CLIP's default image processor (224, bicubic, CLIP mean/std)."""
     from transformers import CLIPImageProcessor, CLIPProcessor, CLIPTokenizer
 
-    from handspring_models.tokenizer import bytes_to_unicode, read_merges
+    from handspring_models.text.clip_bpe import bytes_to_unicode, read_merges
 
     merges = read_merges(bpe)
     symbols = list(bytes_to_unicode().values())

@@ -44,7 +44,7 @@ class Weights:
 
 
 def _config(size: str):
-    from handspring_models.imagebind import ImageBindConfig
+    from handspring_models.imagebind.model import ImageBindConfig
 
     if size == "full":
         return ImageBindConfig()
@@ -58,7 +58,7 @@ def ensure_weights(cache: Path, size: str = "full", log=print) -> Weights:
     and kept under ``cache`` (the full one is 4.8 GB and takes ~40 s to write)."""
     import torch
 
-    from handspring_models.weights import FORMAT, random_imagebind
+    from handspring_models.weights import FORMAT, random_weights
 
     seed = SEEDS[size]
     config = _config(size)
@@ -73,7 +73,7 @@ def ensure_weights(cache: Path, size: str = "full", log=print) -> Weights:
     log(f"building the {size} random-weight ImageBind (seed {seed}) in {root} ...")
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    random_imagebind(weights.folder, seed, config=config)
+    random_weights("imagebind_huge", weights.folder, seed, architecture=config)
     stamp_file.write_text(json.dumps(stamp) + "\n")
     return weights
 
@@ -82,7 +82,7 @@ def precisions_for(precisions: list[str], quick: bool) -> list[str]:
     """bf16 only where the CPU runs it natively: emulated, ViT-H in bf16 is slower than fp32 and the
     video rows alone would take many minutes. Quick mode (tiny model) runs every precision asked,
     so CI exercises the code paths on any machine."""
-    from handspring_models.precision import native_bf16
+    from handspring_models.runtime.precision import native_bf16
 
     return [p for p in precisions if p == "fp32" or quick or native_bf16()]
 

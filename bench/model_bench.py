@@ -75,7 +75,7 @@ class Transformers:
 
 def precisions_to_run(requested: list[str]) -> list[str]:
     """Resolved precisions, fp32 first (the baseline), each once."""
-    from handspring_models.precision import resolve
+    from handspring_models.runtime.precision import resolve
 
     out = ["fp32"]
     for p in requested:

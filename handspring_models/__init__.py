@@ -1,45 +1,49 @@
 """Handspring's models: small, exact, CPU-first PyTorch implementations of multimodal embedders.
 
     import handspring_models
-    clip = handspring_models.load("clip_vit_b_32")          # both towers
+    clip = handspring_models.load("clip_vit_b_32", weights_dir="weights/clip_vit_b_32")
     clip.embed_texts(["a dog"])                              # numpy float32 [1, 512], unit norm
     clip.embed_images([open("dog.jpg", "rb").read()])
 
     bind = handspring_models.load("imagebind_huge_audio")   # ImageBind, audio tower only
     bind.embed_audio([open("bark.wav", "rb").read()])        # [1, 1024]
 
+    handspring_models.list_models()                          # every model: names, aliases, licences
+
 Features name one modality of one model (``clip_vit_b_32_image``, ``imagebind_huge_audio``) or the
-whole model (``clip_vit_b_32``, ``imagebind_huge``); a feature loads only the weights of its modalities.
+whole model (``clip_vit_b_32``, or any of its aliases); a feature loads only the weights of its
+modalities. Where a model's story is: ``registry.py`` (what it is), ``<family>/`` (its maths,
+checkpoint reader and embedder), ``inputs/`` (decoding), ``text/`` (tokenizers), ``weights/``
+(folders and their command line), ``runtime/`` (precision and kernels).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .embedder import FEATURES, CLIPEmbedder, Embedder, MissingModalityError
-from .precision import PRECISIONS
+from .embedder import Embedder, MissingModalityError
 from .errors import InvalidInputError
-from .preprocess import DEFAULT_MAX_PIXELS
+from .inputs.image import DEFAULT_MAX_PIXELS
+from .registry import FEATURES, ModelSpec, UnknownModelError, find_feature, find_model, list_models
+from .runtime.precision import PRECISIONS
 from .weights import WeightsError, default_weights_dir
 
 __version__ = "0.1.0"
-__all__ = ["load", "FEATURES", "PRECISIONS", "MissingModalityError", "InvalidInputError", "WeightsError"]
+__all__ = ["load", "list_models", "find_model", "find_feature", "FEATURES", "PRECISIONS", "Embedder",
+           "ModelSpec", "MissingModalityError", "InvalidInputError", "UnknownModelError", "WeightsError"]
 
 
 def load(feature: str, weights_dir: str | Path | None = None, precision: str = "fp32",
-         max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool = True, max_seconds: float = 600.0) -> Embedder:
-    """Load a feature. ``weights_dir`` is a folder as ``convert --out`` writes it; by default
-    ``$HANDSPRING_WEIGHTS_DIR``, else ``weights/<model>/`` in this repository.
-    ``precision``: ``fp32`` (exact), ``bf16`` or ``auto`` (bf16 where the CPU runs it natively).
-    ``normalize=False`` (ImageBind only) returns the reference model's raw, per-modality scaled
-    outputs instead of unit vectors; CLIP's are always unit vectors. ``max_seconds`` (ImageBind):
-    the longest audio or video accepted."""
-    if feature not in FEATURES:
-        raise ValueError(f"unknown feature {feature!r}; known: {', '.join(FEATURES)}")
-    model = FEATURES[feature][0]
-    folder = Path(weights_dir) if weights_dir is not None else default_weights_dir(model)
-    if model.startswith("imagebind"):
-        from .imagebind_embedder import ImageBindEmbedder
+         max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool | None = None, **options) -> Embedder:
+    """Load a feature (or a whole model, by its name or alias).
 
-        return ImageBindEmbedder(feature, folder, precision, max_pixels, normalize=normalize, max_seconds=max_seconds)
-    return CLIPEmbedder(feature, folder, precision, max_pixels)
+    ``weights_dir``: a folder as ``python -m handspring_models.weights convert --out`` writes it;
+    by default ``$HANDSPRING_HOME/<model>`` (``~/.cache/handspring/<model>``).
+    ``precision``: ``fp32`` (exact), ``bf16`` or ``auto`` (bf16 where the CPU runs it natively).
+    ``normalize``: L2-normalize the vectors; None (the default) does what Weaviate's own container
+    does for this model (``find_model(name).normalize``).
+    ``options``: the family's own, e.g. ImageBind's ``max_seconds`` (the longest audio or video)."""
+    spec, feature, modalities = find_feature(feature)
+    folder = Path(weights_dir) if weights_dir is not None else default_weights_dir(spec.name)
+    embedder_class = spec.family_module().Embedder
+    return embedder_class(spec, feature, modalities, folder, precision, max_pixels, normalize, **options)

@@ -218,7 +218,7 @@ def serve_app():
 def imagebind_tiny_pth(tmp_path_factory) -> Path:
     """A tiny random ImageBind (tests/imagebind_cases.py) saved as the official checkpoint is:
     one plain state dict in its layout."""
-    from handspring_models.imagebind_checkpoint import random_state_dict
+    from handspring_models.imagebind.checkpoint import random_state_dict
     from tests.imagebind_cases import TINY, WEIGHTS_SEED
 
     path = tmp_path_factory.mktemp("imagebind-official") / "imagebind_tiny.pth"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from handspring_models.imagebind import ImageBindConfig, TrunkConfig
+from handspring_models.imagebind.model import ImageBindConfig, TrunkConfig
 
 WEIGHTS_SEED = 0
 INPUTS_SEED = 1

@@ -123,9 +123,14 @@ def test_raw_outputs_when_normalize_is_off(bind_settings, files):
     np.testing.assert_allclose(np.linalg.norm(answer["imageVectors"], axis=1), 1.0, rtol=1e-4)  # vision: none
 
 
-def test_normalize_off_is_refused_for_clip():
-    with pytest.raises(SettingsError, match="NORMALIZE"):
-        Settings(feature="clip_vit_b_32", normalize=False)
+def test_normalize_off_gives_clip_its_raw_projections(app_settings):
+    with TestClient(create_app(app_settings(normalize=False)), raise_server_exceptions=False) as c:
+        wait_ready(c)
+        meta = c.get("/meta").json()
+        assert meta["normalized"] is False and meta["weaviate_default_normalized"] is True
+        answer = post(c, {"texts": ["a dog", "a photo of a cat on a mat"]}).json()
+    norms = np.linalg.norm(answer["textVectors"], axis=1)
+    assert not np.allclose(norms, 1.0, atol=1e-3)
 
 
 def test_media_longer_than_the_limit_is_a_422(bind_settings, files):

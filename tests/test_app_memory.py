@@ -47,7 +47,7 @@ from app.memory import bound_kernel_caches
 if sys.argv[1] == "bounded":
     bound_kernel_caches()
 import torch
-from handspring_models.kernels import linear, pack, packing_available
+from handspring_models.runtime.kernels import linear, pack, packing_available
 if not packing_available():
     print("unavailable"); raise SystemExit
 torch.set_num_threads(1)

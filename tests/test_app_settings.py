@@ -64,7 +64,7 @@ def test_body_sizes(text, size):
 def test_every_problem_is_reported_at_once():
     with pytest.raises(SettingsError) as info:
         Settings.from_env({
-            "HANDSPRING_FEATURE": "clip_vit_l_14", "HANDSPRING_PRECISION": "fp8", "HANDSPRING_THREADS": "0",
+            "HANDSPRING_FEATURE": "clip_vit_g_99", "HANDSPRING_PRECISION": "fp8", "HANDSPRING_THREADS": "0",
             "HANDSPRING_MAX_BATCH": "lots", "HANDSPRING_BATCH_WINDOW_MS": "-1", "HANDSPRING_MAX_BODY_BYTES": "big",
             "HANDSPRING_LOG_LEVEL": "chatty",
         })

@@ -19,8 +19,8 @@ import pytest
 import torch
 from PIL import Image
 
-from handspring_models import audio
-from handspring_models.audio import (
+from handspring_models.inputs import audio
+from handspring_models.inputs.audio import (
     IMAGEBIND_AUDIO_MEAN,
     IMAGEBIND_AUDIO_STD,
     audio_clips,
@@ -30,8 +30,8 @@ from handspring_models.audio import (
     resample,
     resampled_length,
 )
-from handspring_models.preprocess import InvalidInputError
-from handspring_models.timeline import clip_spans
+from handspring_models.inputs.image import InvalidInputError
+from handspring_models.inputs.timeline import clip_spans
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "imagebind_audio_golden.npz"
 # A zero-padded frame after normalisation, in float32 as the pipeline computes it.

@@ -8,7 +8,7 @@ import struct
 import pytest
 
 from handspring_models.errors import InvalidInputError
-from handspring_models.video import preprocess_video
+from handspring_models.inputs.video import preprocess_video
 from tests import media
 from tests.fuzz.seeds import _video
 

@@ -80,11 +80,11 @@ def clip_image(engine, clip_weights) -> str:
 @pytest.fixture(scope="module")
 def bind_weights(tmp_path_factory) -> Path:
     """A tiny random ImageBind (the fidelity tests' architecture), every modality."""
-    from handspring_models.weights import random_imagebind
+    from handspring_models.weights import random_weights
     from tests.imagebind_cases import TINY
 
     out = tmp_path_factory.mktemp("image-bind") / "imagebind_huge"
-    random_imagebind(out, seed=3, config=TINY)
+    random_weights("imagebind_huge", out, seed=3, architecture=TINY)
     return out
 
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import handspring_models
-from handspring_models import imagebind_checkpoint as ckpt
-from handspring_models.weights import convert, random_imagebind, read_config
+from handspring_models.imagebind import checkpoint as ckpt
+from handspring_models.weights import convert, random_weights, read_config
 from tests.imagebind_cases import CASES, HUGE, TEXTS, TINY, WEIGHTS_SEED, model_inputs
 
 DATA = Path(__file__).parent / "data"
@@ -49,7 +49,7 @@ def huge_dir(tmp_path_factory, bpe_path):
     """Full-size imagebind_huge with the seeded random weights and the real vocabulary (4.8 GB of
     float32 on disk, removed after the session: pytest keeps its last three temp folders)."""
     out = tmp_path_factory.mktemp("imagebind-huge")
-    random_imagebind(out, WEIGHTS_SEED)
+    random_weights("imagebind_huge", out, WEIGHTS_SEED)
     with gzip.open(bpe_path, "rb") as src, open(out / "merges.txt", "wb") as dst:
         shutil.copyfileobj(src, dst)
     yield out
@@ -79,7 +79,7 @@ def test_convert_drops_only_the_causal_mask_buffer(imagebind_tiny_weights, image
 
 def test_architecture_is_read_off_the_checkpoint():
     with torch.device("meta"):
-        huge_state = handspring_models.imagebind.ImageBind(HUGE).state_dict()
+        huge_state = handspring_models.imagebind.model.ImageBind(HUGE).state_dict()
     assert ckpt.config_from_state(huge_state) == HUGE
     with pytest.raises(ValueError, match="head count"):  # not guessed: heads change the maths
         ckpt.config_from_state(ckpt.random_state_dict(TINY))
@@ -210,10 +210,11 @@ def test_download_converts_the_cached_checkpoint(tmp_path, monkeypatch, imagebin
     """A checkpoint already in torch hub's cache is converted without fetching it again."""
     import shutil as sh
 
-    from handspring_models.weights import HUB_SOURCES, download
+    from handspring_models import find_model
+    from handspring_models.weights import download
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    cached = tmp_path / "torch" / "hub" / "checkpoints" / HUB_SOURCES["imagebind_huge"]["url"].rsplit("/", 1)[-1]
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / find_model("imagebind_huge").source.url.rsplit("/", 1)[-1]
     cached.parent.mkdir(parents=True)
     sh.copy(imagebind_tiny_pth, cached)
     sh.copy(bpe_path, cached.parent / bpe_path.name)  # the vocabulary beside it, as in ImageBind's repo

@@ -10,12 +10,13 @@ import PIL.Image
 import PIL.ImageFile
 import pytest
 
-from handspring_models import audio, video
-from handspring_models.audio import preprocess_audio
+from handspring_models.inputs import audio
+from handspring_models.inputs import video
+from handspring_models.inputs.audio import preprocess_audio
 from handspring_models.errors import InvalidInputError, is_machine_fault
-from handspring_models.preprocess import decode_image
-from handspring_models.sensors import preprocess_depth
-from handspring_models.video import preprocess_video
+from handspring_models.inputs.image import decode_image
+from handspring_models.inputs.sensors import preprocess_depth
+from handspring_models.inputs.video import preprocess_video
 from tests import media
 from tests.conftest import encode
 from tests.fuzz.seeds import webm

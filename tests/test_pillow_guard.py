@@ -10,7 +10,7 @@ import warnings
 import pytest
 from PIL import Image
 
-from handspring_models.preprocess import InvalidInputError, decode_image, warn_if_pillow_limits
+from handspring_models.inputs.image import InvalidInputError, decode_image, warn_if_pillow_limits
 from tests.conftest import REPO, encode
 from tests.fuzz.lies import png_claiming
 
@@ -21,11 +21,11 @@ def test_importing_and_preparing_leaves_pillows_limit_unchanged():
     # A fresh interpreter: in this one the library is long imported.
     script = (
         "import PIL.Image; before = PIL.Image.MAX_IMAGE_PIXELS\n"
-        "import handspring_models, handspring_models.preprocess, handspring_models.sensors\n"
-        "import handspring_models.audio, handspring_models.video, handspring_models.imagebind_embedder\n"
+        "import handspring_models, handspring_models.inputs.image, handspring_models.inputs.sensors\n"
+        "import handspring_models.inputs.audio, handspring_models.inputs.video, handspring_models.imagebind.embedder\n"
         "import io; buf = io.BytesIO(); PIL.Image.new('RGB', (40, 30)).save(buf, 'PNG')\n"
-        "handspring_models.preprocess.preprocess_image(handspring_models.preprocess.decode_image(buf.getvalue()))\n"
-        "handspring_models.sensors.preprocess_depth(buf.getvalue())\n"
+        "handspring_models.inputs.image.preprocess_image(handspring_models.inputs.image.decode_image(buf.getvalue()))\n"
+        "handspring_models.inputs.sensors.preprocess_depth(buf.getvalue())\n"
         "print(before, PIL.Image.MAX_IMAGE_PIXELS)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)

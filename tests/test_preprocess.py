@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handspring_models.preprocess import (CLIP_STD, InvalidInputError, crop_offsets, decode_image, preprocess_image,
+from handspring_models.inputs.image import (CLIP_STD, InvalidInputError, crop_offsets, decode_image, preprocess_image,
                                           resized_size)
 from tests.conftest import encode, sample_photos
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handspring_models.preprocess import InvalidInputError
-from handspring_models.sensors import MAX_IMU_BYTES, preprocess_depth, preprocess_imu, preprocess_thermal
+from handspring_models.inputs.image import InvalidInputError
+from handspring_models.inputs.sensors import MAX_IMU_BYTES, preprocess_depth, preprocess_imu, preprocess_thermal
 from tests.conftest import encode
 
 MEAN, STD = np.float32(0.48145466), np.float32(0.26862954)  # Weaviate's numbers, written out

@@ -2,7 +2,7 @@
 
 import pytest
 
-from handspring_models.tokenizer import Tokenizer
+from handspring_models.text.clip_bpe import Tokenizer
 
 TEXTS = [
     "a photo of a dog",

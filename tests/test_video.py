@@ -17,9 +17,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from handspring_models import video
-from handspring_models.preprocess import CLIP_MEAN, CLIP_STD, InvalidInputError
-from handspring_models.video import (
+from handspring_models.inputs import video
+from handspring_models.inputs.image import CLIP_MEAN, CLIP_STD, InvalidInputError
+from handspring_models.inputs.video import (
     crop_offsets,
     decode_frames,
     preprocess_video,

@@ -105,14 +105,15 @@ def test_corrupt_config_is_named(weights_copy):
         handspring_models.load("clip_vit_b_32", weights_copy)
 
 
-def test_env_var_sets_default_folder(tiny_weights, monkeypatch):
-    monkeypatch.setenv("HANDSPRING_WEIGHTS_DIR", str(tiny_weights))
-    assert handspring_models.load("clip_vit_b_32_text").weights_dir == tiny_weights
+def test_handspring_home_sets_the_default_folder(tiny_weights, monkeypatch, tmp_path):
+    (tmp_path / "clip_vit_b_32").symlink_to(tiny_weights)
+    monkeypatch.setenv("HANDSPRING_HOME", str(tmp_path))
+    assert handspring_models.load("clip_vit_b_32_text").weights_dir == tmp_path / "clip_vit_b_32"
 
 
 def test_unknown_feature_and_precision(tiny_weights):
     with pytest.raises(ValueError, match="unknown feature"):
-        handspring_models.load("clip_vit_l_14", tiny_weights)
+        handspring_models.load("clip_vit_g_99", tiny_weights)
     with pytest.raises(ValueError, match="precision"):
         handspring_models.load("clip_vit_b_32", tiny_weights, precision="fp8")
 

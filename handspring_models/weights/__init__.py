@@ -1,27 +1,21 @@
-"""Handspring's weights folders, and the command line that makes and checks them.
+"""Handspring's weights folders: reading, writing and checking them.
 
 A weights folder (what ``convert --out DIR`` writes) holds one model:
 
-    config.json          model name, architecture, component files, source and licence
-    image.safetensors    one file per modality: a feature loads only the files it needs
+    config.json          model name, architecture, component files, tokenizer files, source and licence
+    image.safetensors    one file per component: a feature loads only the files its modalities need
     text.safetensors
-    merges.txt           tokenizer vocabulary (BPE merges)
+    merges.txt           the tokenizer's files, as the registry entry names them
     manifest.json        sha256 and size of every file above
 
-Usage::
-
-    python -m handspring_models.weights download clip_vit_b_32 [--out DIR]
-    python -m handspring_models.weights convert SRC --model clip_vit_b_32 --out DIR
-    python -m handspring_models.weights convert imagebind_huge.pth --model imagebind_huge --out DIR
-    python -m handspring_models.weights verify DIR
-    python -m handspring_models.weights random clip_vit_b_32 --out DIR   # demo/benchmark only
-    python -m handspring_models.weights ensure clip_vit_b_32 --out DIR   # what `make run` uses
+The command line (``python -m handspring_models.weights``) makes them: see ``cli``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -32,17 +26,6 @@ import torch
 FORMAT = "handspring-weights/1"
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
-TOKENIZER = "merges.txt"
-REPO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
-
-# What `download` fetches for each model: the Hugging Face Hub repository of the official weights,
-# or the official URL where the authors publish them only there.
-HUB_SOURCES = {
-    "clip_vit_b_32": {"repo_id": "openai/clip-vit-base-patch32", "license": "MIT"},
-    "imagebind_huge": {"url": "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth",
-                       "license": "CC BY-NC-SA 4.0 (non-commercial use only)"},
-}
-MODELS = tuple(HUB_SOURCES)
 
 
 class WeightsError(RuntimeError):
@@ -57,12 +40,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def default_weights_dir(model: str) -> Path:
-    """``$HANDSPRING_WEIGHTS_DIR`` if set, else ``weights/<model>/`` in this repository."""
-    import os
+def home() -> Path:
+    """Where the library keeps models by default: ``$HANDSPRING_HOME``, else
+    ``$XDG_CACHE_HOME/handspring``, else ``~/.cache/handspring``."""
+    if os.environ.get("HANDSPRING_HOME"):
+        return Path(os.environ["HANDSPRING_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "handspring"
 
-    env = os.environ.get("HANDSPRING_WEIGHTS_DIR")
-    return Path(env) if env else REPO_WEIGHTS / model
+
+def default_weights_dir(model: str) -> Path:
+    """The folder ``load`` reads when given none: ``<home>/<model>`` (see ``home``)."""
+    return home() / model
 
 
 # ---------------------------------------------------------------- reading
@@ -72,8 +61,8 @@ def read_config(folder: Path) -> dict:
     if not folder.is_dir():
         raise WeightsError(
             f"weights folder {folder} does not exist; make one with "
-            "`python -m handspring_models.weights download <model>` (or `convert`), "
-            "or point HANDSPRING_WEIGHTS_DIR at one"
+            "`python -m handspring_models.weights download <model> --out DIR` (or `convert`), "
+            "and pass that folder"
         )
     try:
         config = json.loads(path.read_text())
@@ -185,106 +174,45 @@ def verify(folder: Path) -> list[str]:
 
 # ---------------------------------------------------------------- writing
 
-def write_folder(out: Path, model: str, architecture: dict, components: dict[str, dict[str, torch.Tensor]],
-                 merges: Path, source: str, license: str) -> None:
+def write_folder(out: Path, spec, architecture: dict, components: dict[str, dict[str, torch.Tensor]],
+                 tokenizer_files: dict[str, Path], source: str, license: str | None = None,
+                 extra: dict | None = None) -> None:
+    """Write a weights folder for the registry entry ``spec``: one safetensors file per
+    component, the tokenizer's files (``name in the folder -> where to copy it from``; a ``.gz``
+    source is decompressed), config.json and the manifest. ``extra``: more config.json keys."""
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     files = {}
-    for modality, tensors in components.items():
-        name = f"{modality}.safetensors"
-        save_file({k: v.float().contiguous() for k, v in tensors.items()}, out / name, metadata={"model": model})
-        files[modality] = name
-    if merges.suffix == ".gz":
-        import gzip
+    for component, tensors in components.items():
+        name = f"{component}.safetensors"
+        save_file({k: v.float().contiguous() for k, v in tensors.items()}, out / name, metadata={"model": spec.name})
+        files[component] = name
+    for name, src in tokenizer_files.items():
+        if src.suffix == ".gz":
+            import gzip
 
-        with gzip.open(merges, "rb") as src, open(out / TOKENIZER, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    elif merges.resolve() != (out / TOKENIZER).resolve():
-        shutil.copyfile(merges, out / TOKENIZER)
+            with gzip.open(src, "rb") as f, open(out / name, "wb") as dst:
+                shutil.copyfileobj(f, dst)
+        elif src.resolve() != (out / name).resolve():
+            shutil.copyfile(src, out / name)
     config = {
         "format": FORMAT,
-        "model": model,
+        "model": spec.name,
+        "family": spec.family,
         "architecture": architecture,
         "components": files,
-        "tokenizer": TOKENIZER,
+        "tokenizer": sorted(tokenizer_files),
         "source": source,
-        "license": license,
+        "license": license if license is not None else spec.license,
+        **(extra or {}),
     }
     (out / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    names = sorted([CONFIG, TOKENIZER, *files.values()])
+    names = sorted([CONFIG, *tokenizer_files, *files.values()])
     manifest = {"files": {n: {"sha256": sha256_file(out / n), "bytes": (out / n).stat().st_size} for n in names}}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     for name in [*names, MANIFEST]:
         (out / name).chmod(0o644)  # readable by the unprivileged user that serves them
-
-
-def find_merges(src: Path, explicit: Path | None) -> Path:
-    if explicit is not None:
-        return explicit
-    folder = src if src.is_dir() else src.parent
-    for name in ("merges.txt", "bpe_simple_vocab_16e6.txt.gz"):
-        if (folder / name).is_file():
-            return folder / name
-    # OpenAI's .pt carries no vocabulary: take the one published beside the official HF weights.
-    return Path(_hub_download(HUB_SOURCES["clip_vit_b_32"]["repo_id"], ["merges.txt"]) ) / "merges.txt"
-
-
-def convert(src: Path, model: str, out: Path, merges: Path | None = None, source: str | None = None,
-            architecture=None) -> None:
-    """``architecture``: ImageBind only, an ``ImageBindConfig`` for checkpoints other than
-    imagebind_huge (head counts cannot be read off the tensors)."""
-    from .. import clip_checkpoint as ckpt
-
-    if model not in MODELS:
-        raise WeightsError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
-    if model == "imagebind_huge":
-        return convert_imagebind(src, out, merges, source, architecture)
-    if src.is_dir():
-        if not (src / "config.json").is_file():
-            raise WeightsError(f"{src}: a Hugging Face CLIPModel folder needs config.json")
-        config, state = ckpt.load_hf_folder(src)
-        default_source = f"huggingface:{src.name}"
-    elif src.is_file():
-        state = ckpt.load_openai_state_dict(src)
-        config = ckpt.config_from_openai(state)
-        default_source = f"openai:{src.name}"
-    else:
-        raise WeightsError(f"{src} does not exist")
-    merges_path = find_merges(src, merges)
-    _check_loads(config, state)
-    write_folder(out, model, config.to_dict(), ckpt.split_by_modality(state), merges_path,
-                 source if source is not None else default_source, HUB_SOURCES[model]["license"])
-
-
-def convert_imagebind(src: Path, out: Path, merges: Path | None = None, source: str | None = None,
-                      architecture=None) -> None:
-    """The official ``imagebind_huge.pth`` -> one file per modality (vision, text, audio, depth,
-    thermal, imu). Its vocabulary is CLIP's (``bpe_simple_vocab_16e6.txt.gz`` in ImageBind's repo)."""
-    from .. import imagebind_checkpoint as ckpt
-
-    if not src.is_file():
-        raise WeightsError(f"{src} does not exist (expected the official imagebind_huge.pth)")
-    try:
-        state = ckpt.load_official(src)
-        parts = ckpt.split_by_modality(state)
-        config = architecture or ckpt.config_from_state(state)
-        ckpt.check_fits(config, parts)
-    except (ValueError, RuntimeError, OSError) as e:
-        raise WeightsError(f"{src}: {e}") from None
-    write_folder(out, "imagebind_huge", config.to_dict(), parts, find_merges(src, merges),
-                 source if source is not None else f"official:{src.name}", HUB_SOURCES["imagebind_huge"]["license"])
-
-
-def _check_loads(config, state: dict[str, torch.Tensor]) -> None:
-    """Fail at convert time, not at serve time, if the tensors do not fit the architecture."""
-    from ..clip import CLIP
-
-    with torch.device("meta"):
-        model = CLIP(config)
-    problem = state_mismatch(model.state_dict(), state)
-    if problem:
-        raise WeightsError(f"checkpoint does not fit the architecture: {problem}")
 
 
 def state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> str | None:
@@ -299,35 +227,11 @@ def state_mismatch(expected: dict[str, torch.Tensor], got: dict[str, torch.Tenso
     return f"missing {missing}, unexpected {extra}, wrong shapes {wrong}"
 
 
-def _hub_download(repo_id: str, patterns: list[str]) -> str:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(repo_id, allow_patterns=patterns)
-    except Exception as e:
-        raise WeightsError(
-            f"could not download {patterns} from the Hugging Face Hub repository {repo_id}: "
-            f"{type(e).__name__}: {e}. Check the network (and HF_ENDPOINT / HF_TOKEN if you use a mirror), "
-            "or download the files yourself and run `convert`."
-        ) from None
+def random_source(seed: int) -> str:
+    return f"random (seed {seed}): NOT a trained model, its vectors mean nothing"
 
 
-def _url_download(url: str) -> Path:
-    """A checkpoint published at a plain URL, kept in torch hub's cache (``$TORCH_HOME``) so a
-    second ``download`` does not fetch it again."""
-    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(url, str(path), progress=sys.stderr.isatty())
-    except Exception as e:
-        raise WeightsError(f"could not download {url}: {type(e).__name__}: {e}. Check the network, or "
-                           f"download it yourself and run `convert`.") from None
-    return path
-
-
-def _write_atomically(out: Path, write) -> None:
+def write_atomically(out: Path, write) -> None:
     """Write a folder aside, then move it into place: an interrupted run leaves no half folder."""
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
@@ -339,87 +243,4 @@ def _write_atomically(out: Path, write) -> None:
     print(f"wrote {out}", file=sys.stderr)  # stdout is for `ensure`'s answer
 
 
-def download(model: str, out: Path) -> None:
-    if model not in MODELS:
-        raise WeightsError(f"unknown model {model!r}; known: {', '.join(MODELS)}")
-    if "url" in HUB_SOURCES[model]:
-        url = HUB_SOURCES[model]["url"]
-        convert(_url_download(url), model, out, source=f"official:{url}")
-        return
-    repo_id = HUB_SOURCES[model]["repo_id"]
-    folder = Path(_hub_download(repo_id, ["config.json", "merges.txt", "vocab.json", "model.safetensors"]))
-    if not (folder / "model.safetensors").is_file():  # older snapshots have only the pickle
-        folder = Path(_hub_download(repo_id, ["config.json", "merges.txt", "vocab.json", "pytorch_model.bin"]))
-    convert(folder, model, out, source=f"huggingface:{repo_id}@{folder.name}")  # folder: the revision
-
-
-def random_weights(model: str, out: Path, seed: int = 0) -> None:
-    """A random-weight model of the real shape: to try the API or benchmark without the real
-    weights. Its vectors mean nothing; config.json says so (``source: random``)."""
-    from .. import clip_checkpoint as ckpt
-    from ..clip import CLIP, CLIPConfig
-
-    if model == "imagebind_huge":
-        return random_imagebind(out, seed)
-    torch.manual_seed(seed)
-    config = CLIPConfig()
-    model_ = CLIP(config)
-    for name, p in model_.named_parameters():
-        if name.endswith(("ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight", "ln_final.weight")):
-            torch.nn.init.ones_(p)
-        elif name.endswith("bias"):
-            torch.nn.init.zeros_(p)
-        else:
-            torch.nn.init.normal_(p, std=p.shape[-1] ** -0.5 if p.dim() > 1 else 0.02)
-    write_folder(out, model, config.to_dict(), ckpt.split_by_modality(model_.state_dict()),
-                 _stand_in_merges(out, config.text.vocab_size), _random_source(seed), license="none")
-
-
-def random_imagebind(out: Path, seed: int = 0, config=None) -> None:
-    """``random`` for ImageBind: the official layout filled by ``imagebind_checkpoint.random_state_dict``
-    (the same tensors for a seed everywhere), split per modality like a converted checkpoint."""
-    from .. import imagebind_checkpoint as ckpt
-    from ..imagebind import ImageBindConfig
-
-    config = config or ImageBindConfig()
-    parts = ckpt.split_by_modality(ckpt.random_state_dict(config, seed))
-    write_folder(out, "imagebind_huge", config.to_dict(), parts, _stand_in_merges(out, config.vocab_size),
-                 _random_source(seed), license="none")
-
-
-def _random_source(seed: int) -> str:
-    return f"random (seed {seed}): NOT a trained model, its vectors mean nothing"
-
-
-def _stand_in_merges(out: Path, vocab_size: int) -> Path:
-    """A stand-in vocabulary of the right size (byte pairs), so no vocabulary file is needed offline."""
-    from ..tokenizer import bytes_to_unicode
-
-    chars = list(bytes_to_unicode().values())
-    pairs = [f"{a} {b}" for a in chars for b in chars][: vocab_size - 2 * 256 - 2]
-    out.mkdir(parents=True, exist_ok=True)
-    merges = out / TOKENIZER
-    merges.write_text("#version: 0.2 (random demo)\n" + "\n".join(pairs) + "\n", encoding="utf-8")
-    return merges
-
-
-def ensure(model: str, out: Path) -> Path:
-    """The weights folder `make run` serves: $HANDSPRING_WEIGHTS_DIR if set, else ``out``,
-    downloaded on first use; offline, a clearly labelled random-weight demo model."""
-    import os
-
-    if os.environ.get("HANDSPRING_WEIGHTS_DIR"):
-        return Path(os.environ["HANDSPRING_WEIGHTS_DIR"])
-    if (out / CONFIG).is_file():
-        return out
-    try:
-        _write_atomically(out, lambda staging: download(model, staging))
-        return out
-    except WeightsError as e:
-        demo = out.with_name(f"{out.name}-random-demo")
-        if not (demo / MANIFEST).is_file():
-            _write_atomically(demo, lambda staging: random_weights(model, staging))
-        print(f"\n*** {e}\n*** Serving a RANDOM-WEIGHT demo model from {demo}: the API works, the vectors mean "
-              f"nothing. Get the real weights with `make download` (needs internet) or set "
-              f"HANDSPRING_WEIGHTS_DIR.\n", file=sys.stderr)
-        return demo
+from .build import convert, download, ensure, random_weights  # noqa: E402,F401 - re-exported; they use what is above

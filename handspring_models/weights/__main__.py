@@ -1,4 +1,15 @@
-"""Command line: ``python -m handspring_models.weights {download,convert,verify,random,ensure}``."""
+"""Command line for weights folders::
+
+    python -m handspring_models.weights list
+    python -m handspring_models.weights download clip_vit_b_32 [--out DIR]
+    python -m handspring_models.weights convert SRC --model clip_vit_b_32 --out DIR
+    python -m handspring_models.weights convert imagebind_huge.pth --model imagebind_huge --out DIR
+    python -m handspring_models.weights verify DIR
+    python -m handspring_models.weights random clip_vit_b_32 --out DIR   # demo/benchmark only
+    python -m handspring_models.weights ensure clip_vit_b_32 --out DIR   # what `make run` uses
+
+A model is named by its registry name or any alias (``python -m handspring_models.weights list``).
+"""
 
 from __future__ import annotations
 
@@ -6,44 +17,63 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import (MODELS, REPO_WEIGHTS, WeightsError, _write_atomically, convert, download, ensure, random_weights,
-               verify)
-from . import __doc__ as package_doc
+from ..registry import find_model, list_models
+from . import WeightsError, convert, default_weights_dir, download, ensure, random_weights, verify, write_atomically
+
+
+def _models_table() -> str:
+    rows = [("model", "modalities", "weaviate default", "licence", "aliases")]
+    for spec in list_models():
+        rows.append((spec.name, ",".join(spec.modalities), "unit vectors" if spec.normalize else "raw",
+                     spec.license, ", ".join(spec.aliases)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m handspring_models.weights",
+                                description="Make, fetch and check Handspring weights folders.",
+                                epilog="Models: `list` shows every name and alias.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("list", help="the models of the registry, with their aliases and licences")
+    c = sub.add_parser("download", help="fetch the official checkpoint (Hugging Face Hub or the authors' URL) "
+                                        "and convert it")
+    c.add_argument("model", help="a model's name or alias")
+    c.add_argument("--out", type=Path, help="default: the library's cache, $HANDSPRING_HOME/<model> "
+                                            "(~/.cache/handspring/<model>)")
+    c = sub.add_parser("convert", help="convert a checkpoint in the model's published format")
+    c.add_argument("src", type=Path, help="a Hugging Face folder, an open_clip or sentence-transformers folder, "
+                                          "an OpenAI .pt or the official imagebind_huge.pth, as the model is published")
+    c.add_argument("--model", required=True, help="a model's name or alias")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--merges", type=Path, help="CLIP BPE merges (merges.txt or bpe_simple_vocab_16e6.txt.gz) "
+                                               "when SRC has none beside it")
+    c.add_argument("--image-src", type=Path, help="the image tower's folder, for a model published as two folders")
+    c = sub.add_parser("verify", help="check a weights folder against its manifest")
+    c.add_argument("folder", type=Path)
+    c = sub.add_parser("random", help="write a random-weight model of the real shape (demos, benchmarks)")
+    c.add_argument("model")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--seed", type=int, default=0)
+    c = sub.add_parser("ensure", help="print the folder to serve, downloading it first if needed")
+    c.add_argument("model")
+    c.add_argument("--out", type=Path, required=True)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m handspring_models.weights", description=package_doc.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("download",
-                       help="fetch the official checkpoint (Hugging Face Hub or the authors' URL) and convert it")
-    p.add_argument("model", choices=MODELS)
-    p.add_argument("--out", type=Path, help="default: weights/<model>/ in this repository")
-    p = sub.add_parser("convert",
-                       help="convert a Hugging Face CLIPModel folder, an OpenAI .pt, or the official imagebind_huge.pth")
-    p.add_argument("src", type=Path)
-    p.add_argument("--model", required=True, choices=MODELS)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--merges", type=Path, help="BPE merges (merges.txt or bpe_simple_vocab_16e6.txt.gz) "
-                                               "when SRC has none beside it")
-    p = sub.add_parser("verify", help="check a weights folder against its manifest")
-    p.add_argument("folder", type=Path)
-    p = sub.add_parser("random", help="write a random-weight model of the real shape (demos, benchmarks)")
-    p.add_argument("model", choices=MODELS)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("ensure", help="print the folder to serve, downloading it first if needed")
-    p.add_argument("model", choices=MODELS)
-    p.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-
+    args = parser().parse_args(argv)
     try:
-        if args.command == "download":
-            out = args.out or REPO_WEIGHTS / args.model
-            _write_atomically(out, lambda staging: download(args.model, staging))
+        if args.command == "list":
+            print(_models_table())
+        elif args.command == "download":
+            out = args.out or default_weights_dir(find_model(args.model).name)
+            write_atomically(out, lambda staging: download(args.model, staging))
         elif args.command == "convert":
-            _write_atomically(args.out, lambda staging: convert(args.src, args.model, staging, args.merges))
+            write_atomically(args.out, lambda staging: convert(args.src, args.model, staging, merges=args.merges,
+                                                                image_src=args.image_src))
         elif args.command == "random":
-            _write_atomically(args.out, lambda staging: random_weights(args.model, staging, args.seed))
+            write_atomically(args.out, lambda staging: random_weights(args.model, staging, args.seed))
         elif args.command == "ensure":
             print(ensure(args.model, args.out))
         else:

@@ -22,7 +22,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from handspring_models.imagebind_checkpoint import random_state_dict  # noqa: E402
+from handspring_models.imagebind.checkpoint import random_state_dict  # noqa: E402
 from tests.imagebind_cases import CASES, TEXTS, WEIGHTS_SEED, model_inputs, reference_kwargs  # noqa: E402
 
 

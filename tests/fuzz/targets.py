@@ -19,7 +19,7 @@ MODALITIES = tuple(SHAPES)
 
 def tiny_weights(folder: Path | None = None) -> Path:
     """The tests' tiny random ImageBind, converted into ``folder`` (a temporary one by default)."""
-    from handspring_models.imagebind_checkpoint import random_state_dict
+    from handspring_models.imagebind.checkpoint import random_state_dict
     from handspring_models.weights import convert
     from tests.imagebind_cases import TINY, WEIGHTS_SEED
 

@@ -54,8 +54,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .errors import InvalidInputError, decoding
-from .preprocess import CLIP_MEAN, CLIP_STD, DEFAULT_MAX_PIXELS, decode_image, resize_and_crop
+from ..errors import InvalidInputError, decoding
+from .image import CLIP_MEAN, CLIP_STD, DEFAULT_MAX_PIXELS, decode_image, resize_and_crop
 
 SENSOR_IMAGE_SIZE = 224
 # Weaviate normalises one-channel images with the first (red) entries of CLIP's mean and std.

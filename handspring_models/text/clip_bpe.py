@@ -148,3 +148,8 @@ class Tokenizer:
         text = "".join(self.decoder[i] for i in ids)
         raw = bytearray(byte_decoder[c] for c in text)
         return raw.decode("utf-8", errors="replace").replace(END_OF_WORD, " ")
+
+
+def from_spec(spec, folder: Path) -> Tokenizer:
+    """The registry's loader (``handspring_models.text``): ``spec.files[0]`` holds the merges."""
+    return Tokenizer.from_file(folder / spec.files[0], spec.context_length)

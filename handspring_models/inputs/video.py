@@ -39,8 +39,8 @@ import av
 import numpy as np
 import torch
 
-from .errors import InvalidInputError, decoding, is_machine_fault
-from .preprocess import CLIP_MEAN, CLIP_STD
+from ..errors import InvalidInputError, decoding, is_machine_fault
+from .image import CLIP_MEAN, CLIP_STD
 from .timeline import clip_spans
 
 IMAGEBIND_VIDEO_CLIP_SECONDS = 2

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .embedder import Embedder
-from .imagebind import ImageBind, ImageBindConfig
-from .errors import InvalidInputError
-from .preprocess import DEFAULT_MAX_PIXELS
+from ..clip.embedder import end_of_text_ids, pad_causal
+from ..embedder import Embedder
+from ..errors import InvalidInputError
+from ..inputs.image import DEFAULT_MAX_PIXELS
+from .model import ImageBind, ImageBindConfig
 
 MAX_CLIPS_PER_PASS = 32
 # What preprocessing makes of one file (handspring_models.video and .audio, which load FFmpeg, so
@@ -24,17 +25,17 @@ MAX_CLIPS_PER_PASS = 32
 VIDEO_CLIPS, VIDEO_CROPS, AUDIO_CLIPS = 5, 3, 3
 DEFAULT_MAX_SECONDS = 600.0  # audio and video: the whole file is decoded (audio) or indexed (video)
 
-# service modality -> the model's tower
-TOWER = {"text": "text", "image": "vision", "video": "vision", "audio": "audio", "depth": "depth",
-         "thermal": "thermal", "imu": "imu"}
-
 
 class ImageBindEmbedder(Embedder):
-    def __init__(self, feature: str, folder, precision: str = "fp32", max_pixels: int = DEFAULT_MAX_PIXELS,
-                 normalize: bool = True, max_seconds: float = DEFAULT_MAX_SECONDS):
-        self.normalize = normalize
+    RAW_OUTPUT = ("the reference model's raw outputs: L2-normalized, then scaled per modality "
+                  "(text by its learned scale, audio x20, thermal x10, depth and imu x5), "
+                  "audio and video averaged over their clips")
+
+    def __init__(self, spec, feature: str, modalities: tuple[str, ...], folder, precision: str = "fp32",
+                 max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool | None = None,
+                 max_seconds: float = DEFAULT_MAX_SECONDS):
         self.max_seconds = max_seconds  # longest audio or video accepted
-        super().__init__(feature, folder, precision, max_pixels)
+        super().__init__(spec, feature, modalities, folder, precision, max_pixels, normalize)
 
     def _read_architecture(self, architecture: dict) -> None:
         self.config = ImageBindConfig.from_dict(architecture)
@@ -44,14 +45,8 @@ class ImageBindEmbedder(Embedder):
 
     LOOKUP_TABLES = {"text": ("modality_preprocessors.text.token_embedding.weight",)}
 
-    def _towers(self) -> list[str]:
-        return sorted({TOWER[m] for m in self.modalities})
-
     def _build_model(self) -> torch.nn.Module:
-        return ImageBind(self.config, modalities=self._towers())
-
-    def _components(self) -> list[str]:
-        return self._towers()
+        return ImageBind(self.config, modalities=self._components())
 
     def _adjust_state(self, state: dict[str, torch.Tensor]) -> None:
         # The output scales multiply every vector: keep them in float32 whatever the precision.
@@ -81,7 +76,7 @@ class ImageBindEmbedder(Embedder):
         self.require(modality)
         max_seconds = self.max_seconds if max_seconds is None else min(max_seconds, self.max_seconds)
         if modality == "text":
-            return self._text_ids(item)
+            return end_of_text_ids(self.tokenizer, item)
         if modality == "image":
             return self._image_pixels(item)
         if not isinstance(item, (bytes, bytearray, memoryview)):
@@ -89,14 +84,14 @@ class ImageBindEmbedder(Embedder):
         data = bytes(item)
         # Imported on first use: PyAV loads FFmpeg, which a text- or image-only server never needs.
         if modality == "audio":
-            from .audio import preprocess_audio
+            from ..inputs.audio import preprocess_audio
 
             return preprocess_audio(data, max_seconds=max_seconds)
         if modality == "video":
-            from .video import preprocess_video
+            from ..inputs.video import preprocess_video
 
             return preprocess_video(data, max_seconds=max_seconds)  # its own frame-size cap (2x 4K)
-        from . import sensors
+        from ..inputs import sensors
 
         if modality == "depth":
             return sensors.preprocess_depth(data, max_pixels=self.max_pixels)
@@ -112,17 +107,15 @@ class ImageBindEmbedder(Embedder):
         if len(prepared) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         if modality == "text":
-            out = self.model.encode_text(*self._pad_texts(prepared))
+            out = self.model.encode_text(*pad_causal(prepared, self.context_length))
         else:
             # A video is 15 clips, an audio file 3: chunk so one pass holds at most ~MAX_CLIPS of them
             # (activation memory grows with clips, and larger passes are no faster).
             per_item = prepared[0].shape[0] if modality in ("video", "audio") else 1
             step = max(1, MAX_CLIPS_PER_PASS // per_item)
-            out = torch.cat([self.model.encode(TOWER[modality], torch.stack(list(prepared[i:i + step])).to(self.dtype))
+            out = torch.cat([self.model.encode(self.spec.components[modality], torch.stack(list(prepared[i:i + step])).to(self.dtype))
                              for i in range(0, len(prepared), step)])
-        if self.normalize:
-            out = torch.nn.functional.normalize(out, dim=-1)
-        return out.numpy().astype(np.float32, copy=False)
+        return self._finish(out)
 
     def warmup(self) -> None:
         """One small forward per tower, so the first request does not pay oneDNN's kernel selection.
@@ -138,9 +131,9 @@ class ImageBindEmbedder(Embedder):
         }
         done = set()
         for modality in self.modalities:
-            if TOWER[modality] in done:
+            if self.spec.components[modality] in done:
                 continue
-            done.add(TOWER[modality])
+            done.add(self.spec.components[modality])
             if modality == "text":
                 self.encode("text", [self.prepare("text", "warm up")])
             else:

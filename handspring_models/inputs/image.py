@@ -1,9 +1,20 @@
-"""Image decoding and CLIP preprocessing, with OpenAI CLIP's exact semantics.
+"""Image decoding, and the preprocessing recipes the models were trained with.
 
-Pipeline (OpenAI's ``clip.load`` transform): any PIL mode -> ``convert("RGB")``; resize so the
-short side is ``size`` with PIL bicubic (the long side ``int(size * long / short)``); centre crop
-with offsets ``round((side - size) / 2)``; scale to [0, 1]; normalise with CLIP's mean/std.
-(transformers' CLIPImageProcessor floors the crop offset instead, one pixel off on e.g. 640x427.)
+A model's ``ImageRecipe`` (in its registry entry) says how its pixels are made:
+
+- ``shortest_side_crop`` (CLIP's): resize so the short side is ``size`` (the long side
+  ``int(size * long / short)``), then the centre ``size`` x ``size`` crop. ``crop_rounding``
+  ``round`` puts the crop at ``round((side - size) / 2)`` as OpenAI's and open_clip's
+  torchvision transform does; ``floor`` at ``(side - size) // 2`` as transformers' image
+  processors do (one pixel apart on e.g. 640x427).
+- ``squash`` (SigLIP's): resize straight to ``size`` x ``size``, aspect ratio not kept, no crop.
+
+Then scale to [0, 1] and normalise with the recipe's mean and std.
+
+Every image is converted to RGB *first*, as transformers does. OpenAI's and open_clip's own
+transforms resize first and convert after, so a palette (P) image, a GIF say, is resized there
+with nearest-neighbour on its palette indices; we resize the true colours with the recipe's
+filter instead, which is what the model saw in training (its data were RGB photos).
 """
 
 from __future__ import annotations
@@ -11,15 +22,37 @@ from __future__ import annotations
 import io
 import logging
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InvalidInputError, decoding, reason
+from ..errors import InvalidInputError, decoding, reason
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
+    """How one model's images are prepared (see the module's docstring)."""
+
+    size: int
+    resize: str = "shortest_side_crop"  # or "squash"
+    crop_rounding: str = "round"  # or "floor"
+    resample: str = "bicubic"  # or "bilinear"
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+
+    def __post_init__(self) -> None:
+        if self.resize not in ("shortest_side_crop", "squash"):
+            raise ValueError(f"unknown resize rule {self.resize!r}")
+        if self.crop_rounding not in ("round", "floor"):
+            raise ValueError(f"unknown crop rounding {self.crop_rounding!r}")
+        if self.resample not in RESAMPLE:
+            raise ValueError(f"unknown resampling filter {self.resample!r}")
 
 # Our own bomb guard, checked on the header's size before any pixel is decoded. Pillow's guard
 # (PIL.Image.MAX_IMAGE_PIXELS, a process-wide setting that belongs to the application) is left
@@ -93,21 +126,23 @@ def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
     return int(size * width / height), size
 
 
-def crop_offsets(width: int, height: int, size: int) -> tuple[int, int]:
+def crop_offsets(width: int, height: int, size: int, rounding: str = "round") -> tuple[int, int]:
+    if rounding == "floor":
+        return (width - size) // 2, (height - size) // 2
     return int(round((width - size) / 2.0)), int(round((height - size) / 2.0))
 
 
-def resize_and_crop(image: Image.Image, size: int) -> Image.Image:
-    """Bicubic resize of the short side to ``size``, then the centre ``size`` x ``size`` crop."""
+def resize_and_crop(image: Image.Image, size: int, rounding: str = "round", resample: str = "bicubic") -> Image.Image:
+    """Resize of the short side to ``size``, then the centre ``size`` x ``size`` crop."""
     width, height = image.size
     new_w, new_h = resized_size(width, height, size)
-    left, top = crop_offsets(new_w, new_h, size)
+    left, top = crop_offsets(new_w, new_h, size, rounding)
     if max(new_w, new_h) > _MAX_FULL_RESIZE_RATIO * size:
         sx, sy = width / new_w, height / new_h
         box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-        return image.resize((size, size), Image.BICUBIC, box=box)
+        return image.resize((size, size), RESAMPLE[resample], box=box)
     if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.BICUBIC)
+        image = image.resize((new_w, new_h), RESAMPLE[resample])
     return image.crop((left, top, left + size, top + size))
 
 
@@ -121,7 +156,15 @@ def normalize(image: Image.Image, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
 
 
-def preprocess_image(image: Image.Image, size: int = 224) -> torch.Tensor:
-    """A PIL image of any mode -> normalised float32 tensor [3, size, size]."""
-    image = resize_and_crop(to_rgb(image), size)
-    return normalize(image)
+def preprocess_image(image: Image.Image, recipe: ImageRecipe | int = 224) -> torch.Tensor:
+    """A PIL image of any mode -> normalised float32 tensor [3, size, size]. ``recipe``: the
+    model's, or a size for CLIP's recipe at that size."""
+    if isinstance(recipe, int):
+        recipe = ImageRecipe(recipe)
+    image = to_rgb(image)
+    if recipe.resize == "squash":
+        if image.size != (recipe.size, recipe.size):
+            image = image.resize((recipe.size, recipe.size), RESAMPLE[recipe.resample])
+    else:
+        image = resize_and_crop(image, recipe.size, recipe.crop_rounding, recipe.resample)
+    return normalize(image, recipe.mean, recipe.std)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .clip import CLIPConfig, TextConfig, VisionConfig
+from .model import CLIPConfig, TextConfig, VisionConfig
 
 # Hugging Face name -> OpenAI name, for the parts of a block and the embeddings.
 _HF_BLOCK = {

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import Linear
-from .layers import MultiheadAttention
+from ..runtime.kernels import Linear
+from ..runtime.layers import MultiheadAttention
 
 MODALITIES = ("vision", "text", "audio", "depth", "thermal", "imu")
 

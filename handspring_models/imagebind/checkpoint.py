@@ -11,10 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .imagebind import MODALITIES, ImageBind, ImageBindConfig
+from .model import MODALITIES, ImageBind, ImageBindConfig
 
-OFFICIAL_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
-LICENSE = "CC BY-NC-SA 4.0 (non-commercial use only)"
 # The reference registers its causal text mask as a buffer, so the checkpoint carries it; our text
 # trunk builds the mask itself.
 CAUSAL_MASK_KEY = "modality_preprocessors.text.mask"
@@ -69,7 +67,7 @@ def config_from_state(state: dict[str, torch.Tensor]) -> ImageBindConfig:
 
 def check_fits(cfg: ImageBindConfig, parts: dict[str, dict[str, torch.Tensor]]) -> None:
     """Every tensor of each present modality exactly where and as big as the model wants it."""
-    from .weights import state_mismatch
+    from ..weights import state_mismatch
 
     with torch.device("meta"):
         model = ImageBind(cfg, modalities=tuple(parts))

@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .kernels import Linear
-from .layers import MultiheadAttention
+from ..runtime.kernels import Linear
+from ..runtime.layers import MultiheadAttention
 
 
 @dataclass(frozen=True)
@@ -133,8 +132,8 @@ class CLIP(nn.Module):
             self.text_projection = nn.Parameter(torch.empty(t.width, cfg.embed_dim))
 
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``pixels`` [b, 3, size, size] -> unit vectors [b, embed_dim], float32."""
-        return F.normalize(self.visual(pixels).float(), dim=-1)
+        """``pixels`` [b, 3, size, size] -> image features [b, embed_dim] (not normalized)."""
+        return self.visual(pixels)
 
     def encode_text(self, tokens: torch.Tensor, eot_index: torch.Tensor) -> torch.Tensor:
         """``tokens`` [b, n] with n <= context; ``eot_index`` [b], each row's end-of-text position.
@@ -146,5 +145,4 @@ class CLIP(nn.Module):
         x = self.token_embedding(tokens).to(self.positional_embedding.dtype) + self.positional_embedding[:n]  # [b, n, width]
         x = self.transformer(x, causal=True)
         x = x[torch.arange(x.shape[0]), eot_index]  # [b, width]
-        x = self.ln_final(x) @ self.text_projection  # [b, embed_dim]
-        return F.normalize(x.float(), dim=-1)
+        return self.ln_final(x) @ self.text_projection  # [b, embed_dim], not normalized

@@ -25,7 +25,7 @@ import math
 import numpy as np
 import torch
 
-from .errors import InvalidInputError, decoded, decoding
+from ..errors import InvalidInputError, decoded, decoding
 from .timeline import clip_spans
 
 IMAGEBIND_SAMPLE_RATE = 16_000

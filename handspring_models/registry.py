@@ -1,0 +1,193 @@
+"""Every model Handspring serves: one ``ModelSpec`` entry each.
+
+An entry says all there is to know about a model outside its maths: its names, which family's
+code runs it (``handspring_models.<family>``), its published shape, the weight file of each
+modality, its tokenizer and image preprocessing, what vectors Weaviate's own container returns
+for it, where to download it and under what licence. ``load``, the weights command line, the
+service's settings and ``/meta`` all read it; no model name appears in code outside this file.
+
+Adding a model of an existing family is one entry in ``MODELS``. A new architecture also needs a
+family subpackage exporting ``Embedder``, ``convert`` and ``random_weights``.
+
+Features name one modality of one model (``clip_vit_b_32_image``) or the whole model
+(``clip_vit_b_32``); a feature loads only the weight files of its modalities.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from .inputs.image import CLIP_MEAN, CLIP_STD, ImageRecipe
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """``kind`` picks the loader in ``handspring_models.text``; ``files`` are the files of the
+    weights folder it reads; ``options`` are the kind's own settings (cleaning, casing, padding)."""
+
+    kind: str
+    files: tuple[str, ...]
+    context_length: int
+    options: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where ``download`` gets the model and in which published ``format`` ``convert`` reads it.
+    ``files``: the files of the Hub repository that the conversion needs."""
+
+    format: str
+    repo_id: str | None = None
+    url: str | None = None
+    files: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str  # the subpackage handspring_models.<family> that runs it
+    description: str
+    license: str
+    source: Source
+    modalities: tuple[str, ...]
+    components: Mapping[str, str]  # modality -> weight file stem (ImageBind's image and video share "vision")
+    architecture: Mapping[str, object]  # the published shape, as the family's config ``to_dict()`` gives it
+    normalize: bool  # whether Weaviate's own container returns L2-normalized vectors for this model
+    tokenizer: TokenizerSpec | None = None
+    image: ImageRecipe | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def features(self) -> dict[str, tuple[str, ...]]:
+        """feature name -> the modalities it serves: the whole model, then one per modality."""
+        return {self.name: self.modalities, **{f"{self.name}_{m}": (m,) for m in self.modalities}}
+
+    def family_module(self):
+        """The family's code: imported on first use, so a server loads only its own model's."""
+        return importlib.import_module(f"{__package__}.{self.family}")
+
+    def summary(self) -> dict:
+        """What ``list_models`` and ``/meta`` show of an entry."""
+        return {
+            "name": self.name,
+            "aliases": list(self.aliases),
+            "family": self.family,
+            "description": self.description,
+            "modalities": list(self.modalities),
+            "normalize": self.normalize,
+            "license": self.license,
+            "source": self.source.repo_id or self.source.url,
+        }
+
+
+def _clip_architecture(embed_dim: int, image_size: int, patch_size: int, vision_width: int, vision_layers: int,
+                       text_width: int, text_layers: int, activation: str = "quick_gelu") -> dict:
+    """``handspring_models.clip.CLIPConfig.to_dict()`` of an OpenAI-shaped CLIP (64-wide heads)."""
+    return {
+        "embed_dim": embed_dim,
+        "vision": {"image_size": image_size, "patch_size": patch_size, "width": vision_width,
+                   "layers": vision_layers, "heads": vision_width // 64},
+        "text": {"context_length": 77, "vocab_size": 49408, "width": text_width, "layers": text_layers,
+                 "heads": text_width // 64},
+        "activation": activation,
+        "layer_norm_eps": 1e-5,
+    }
+
+
+# OpenAI's BPE vocabulary, shared by every OpenAI CLIP and by ImageBind; checkpoints that carry
+# none (OpenAI's .pt, imagebind_huge.pth) take it from the Hub repository where it is published.
+CLIP_BPE = TokenizerSpec("clip_bpe", ("merges.txt",), 77,
+                         MappingProxyType({"published_in": "openai/clip-vit-base-patch32"}))
+CLIP_TOWERS = {"text": "text", "image": "image"}
+OPENAI_LICENSE = "MIT"
+_HF_CLIP_FILES = ("config.json", "merges.txt", "vocab.json", "model.safetensors")
+
+
+def _openai_clip(name: str, repo_id: str, description: str, image_size: int, patch_size: int, vision_width: int,
+                 vision_layers: int, text_width: int, embed_dim: int, aliases: tuple[str, ...] = ()) -> ModelSpec:
+    return ModelSpec(
+        name=name, family="clip", description=description, license=OPENAI_LICENSE,
+        source=Source("hf_clip", repo_id=repo_id, files=_HF_CLIP_FILES),
+        modalities=("text", "image"), components=CLIP_TOWERS,
+        architecture=_clip_architecture(embed_dim, image_size, patch_size, vision_width, vision_layers,
+                                        text_width, 12),
+        normalize=True, tokenizer=CLIP_BPE, image=ImageRecipe(image_size, mean=CLIP_MEAN, std=CLIP_STD),
+        aliases=(repo_id, *aliases),
+    )
+
+
+IMAGEBIND_MODALITIES = ("text", "image", "audio", "video", "depth", "thermal", "imu")
+
+MODELS: tuple[ModelSpec, ...] = (
+    _openai_clip("clip_vit_b_32", "openai/clip-vit-base-patch32", "OpenAI CLIP ViT-B/32 (2021), 512-d",
+                 224, 32, 768, 12, 512, 512),
+    _openai_clip("clip_vit_b_16", "openai/clip-vit-base-patch16", "OpenAI CLIP ViT-B/16, 512-d",
+                 224, 16, 768, 12, 512, 512, aliases=("openai-clip-vit-base-patch16",)),
+    _openai_clip("clip_vit_l_14", "openai/clip-vit-large-patch14", "OpenAI CLIP ViT-L/14, 768-d",
+                 224, 14, 1024, 24, 768, 768),
+    _openai_clip("clip_vit_l_14_336", "openai/clip-vit-large-patch14-336", "OpenAI CLIP ViT-L/14 at 336 px, 768-d",
+                 336, 14, 1024, 24, 768, 768),
+    ModelSpec(
+        name="imagebind_huge", family="imagebind",
+        description="Meta ImageBind (huge): text, image, audio, video, depth, thermal and IMU in one 1024-d space",
+        license="CC BY-NC-SA 4.0 (non-commercial use only)",
+        source=Source("imagebind_official", url="https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"),
+        modalities=IMAGEBIND_MODALITIES,
+        components={"text": "text", "image": "vision", "video": "vision", "audio": "audio", "depth": "depth",
+                    "thermal": "thermal", "imu": "imu"},
+        architecture={},  # ImageBindConfig()'s defaults are the huge model
+        normalize=True,  # Weaviate's multi2vec-bind returns unit vectors
+        tokenizer=CLIP_BPE, image=ImageRecipe(224),
+        aliases=("imagebind",),
+    ),
+)
+
+
+class UnknownModelError(ValueError):
+    """No model or feature has that name or alias."""
+
+
+def _index() -> tuple[dict[str, ModelSpec], dict[str, tuple[ModelSpec, tuple[str, ...]]]]:
+    models: dict[str, ModelSpec] = {}
+    features: dict[str, tuple[ModelSpec, tuple[str, ...]]] = {}
+    for spec in MODELS:
+        for key in (spec.name, *spec.aliases):
+            if key in models:
+                raise RuntimeError(f"registry: {key!r} names both {models[key].name} and {spec.name}")
+            models[key] = spec
+        for feature, modalities in spec.features.items():
+            features[feature] = (spec, modalities)
+    return models, features
+
+
+_MODELS, _FEATURES = _index()
+
+# feature -> (model name, modalities it serves)
+FEATURES: dict[str, tuple[str, tuple[str, ...]]] = {f: (s.name, m) for f, (s, m) in _FEATURES.items()}
+
+
+def list_models() -> list[ModelSpec]:
+    return list(MODELS)
+
+
+def find_model(name: str) -> ModelSpec:
+    """A model by its canonical name or any alias (a Weaviate image tag, a Hub repo id)."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(s.name for s in MODELS)}") from None
+
+
+def find_feature(name: str) -> tuple[ModelSpec, str, tuple[str, ...]]:
+    """(model, canonical feature name, modalities) for a feature name, or a model's name or alias
+    (which means the whole model)."""
+    if name in _FEATURES:
+        spec, modalities = _FEATURES[name]
+        return spec, name, modalities
+    if name in _MODELS:
+        spec = _MODELS[name]
+        return spec, spec.name, spec.modalities
+    raise UnknownModelError(f"unknown feature {name!r}; known: {', '.join(_FEATURES)} (or a model's alias)")
