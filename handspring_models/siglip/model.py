@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels import Linear, linear
+from ..runtime.kernels import Linear, linear
 
 
 @dataclass(frozen=True)

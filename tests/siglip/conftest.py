@@ -67,6 +67,25 @@ SIGLIP2_BASE_224 = dict(
 
 BICUBIC, BILINEAR = 3, 2  # PIL's numbers, as preprocessor_config.json has them
 
+# The registry entries the tiny checkpoints are converted as: one of each family's kinds.
+SIGLIP_MODEL, SIGLIP2_MODEL = "siglip_so400m_patch14_384", "siglip2_base_patch16_224"
+
+
+def load_tokenizer(model: str, folder: Path):
+    """The registry entry's tokenizer, read from ``folder`` (a transformers folder or ours)."""
+    from handspring_models import find_model
+    from handspring_models.text import load_tokenizer as load
+
+    return load(find_model(model).tokenizer, folder)
+
+
+def convert(src: Path, model: str, out: Path) -> Path:
+    """Our converter, through its command line."""
+    from handspring_models.weights.__main__ import main
+
+    assert main(["convert", str(src), "--model", model, "--out", str(out)]) == 0
+    return out
+
 
 def train_sentencepiece(folder: Path, vocab_size: int = 600) -> None:
     """spiece.model with T5's layout (SigLIP's): <pad> 0, </s> 1, <unk> 2, no <s>; then
@@ -150,3 +169,13 @@ def siglip_so400m_hf(tmp_path_factory):
 def siglip2_base_hf(tmp_path_factory):
     folder = tmp_path_factory.mktemp("siglip2_base_224_hf")
     return build_hf_siglip(SIGLIP2_BASE_224, folder, seed=14, tokenizer="gemma", resample=BILINEAR), folder
+
+
+@pytest.fixture(scope="session")
+def siglip_tiny_weights(siglip_tiny_hf, tmp_path_factory) -> Path:
+    return convert(siglip_tiny_hf[1], SIGLIP_MODEL, tmp_path_factory.mktemp("siglip_tiny_weights"))
+
+
+@pytest.fixture(scope="session")
+def siglip2_tiny_weights(siglip2_tiny_hf, tmp_path_factory) -> Path:
+    return convert(siglip2_tiny_hf[1], SIGLIP2_MODEL, tmp_path_factory.mktemp("siglip2_tiny_weights"))

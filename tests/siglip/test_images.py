@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from handspring_models.inputs.image import ImageRecipe
 from handspring_models.siglip.images import preprocess
+
+
+def recipe(size: int, resample: str = "bicubic") -> ImageRecipe:
+    return ImageRecipe(size, resize="squash", resample=resample, mean=(0.5,) * 3, std=(0.5,) * 3)
 
 
 def transparent_photos(photos) -> dict:
@@ -36,14 +41,14 @@ def test_pixels_equal_siglip_image_processor(model, siglip_tiny_hf, siglip2_tiny
     size = hf_model.config.vision_config.image_size
     resample = "bicubic" if model == "siglip" else "bilinear"
     for name, image in {**photos, **transparent_photos(photos)}.items():
-        got = preprocess(image, size, resample).numpy()
+        got = preprocess(image, recipe(size, resample)).numpy()
         assert got.shape == (3, size, size), name
         np.testing.assert_allclose(got, reference_pixels(folder, image), atol=1e-6, err_msg=name)
 
 
 def test_transparency_is_composited_onto_white(photos):
     image = transparent_photos(photos)["rgba_half_transparent"]
-    pixels = preprocess(image, 64).numpy()
+    pixels = preprocess(image, recipe(64)).numpy()
     assert np.all(pixels[:, :, -16:] == 1.0)  # white, normalized: (1 - 0.5) / 0.5
 
 
@@ -51,5 +56,5 @@ def test_squash_keeps_the_whole_image(photos):
     """No crop: a wide image's left and right edges still reach the output."""
     wide = Image.new("RGB", (400, 100), (0, 0, 0))
     wide.paste((255, 255, 255), (0, 0, 40, 100))
-    pixels = preprocess(wide, 32, "bilinear").numpy()
+    pixels = preprocess(wide, recipe(32, "bilinear")).numpy()
     assert pixels[:, :, 0].min() == 1.0 and pixels[:, :, -1].max() == -1.0

@@ -5,8 +5,9 @@ import warnings
 
 import pytest
 
-from handspring_models.siglip import tokenizers
-from tests.siglip.conftest import TEXTS
+from handspring_models.registry import TokenizerSpec
+from handspring_models.text import siglip as tokenizers
+from tests.siglip.conftest import SIGLIP2_MODEL, SIGLIP_MODEL, TEXTS, load_tokenizer
 
 
 def reference(folder):
@@ -26,13 +27,13 @@ def reference_ids(tokenizer, text: str) -> list[int]:
 @pytest.fixture(scope="module")
 def siglip_pair(siglip_tiny_hf):
     folder = siglip_tiny_hf[1]
-    return tokenizers.load("sentencepiece", folder, 64), reference(folder)
+    return load_tokenizer(SIGLIP_MODEL, folder), reference(folder)
 
 
 @pytest.fixture(scope="module")
 def siglip2_pair(siglip2_tiny_hf):
     folder = siglip2_tiny_hf[1]
-    return tokenizers.load("gemma", folder, 64), reference(folder)
+    return load_tokenizer(SIGLIP2_MODEL, folder), reference(folder)
 
 
 def test_reference_tokenizers_are_the_published_classes(siglip_pair, siglip2_pair):
@@ -82,25 +83,32 @@ def test_long_text_is_cut_and_keeps_its_end_token(siglip_pair, siglip2_pair, kin
     assert ids[:63] == ours.encode(text)[:63]
 
 
+SPM = TokenizerSpec("siglip_sentencepiece", tokenizers.SENTENCEPIECE_FILES, 64)
+GEMMA = TokenizerSpec("gemma", tokenizers.GEMMA_FILES, 64)
+
+
 def test_missing_tokenizer_file_is_named(tmp_path):
     with pytest.raises(tokenizers.TokenizerFilesError, match="spiece.model"):
-        tokenizers.load("sentencepiece", tmp_path, 64)
+        tokenizers.sentencepiece_from_spec(SPM, tmp_path)
     with pytest.raises(tokenizers.TokenizerFilesError, match="tokenizer.json"):
-        tokenizers.load("gemma", tmp_path, 64)
+        tokenizers.gemma_from_spec(GEMMA, tmp_path)
 
 
 def test_corrupt_tokenizer_file_is_named(tmp_path):
     (tmp_path / "spiece.model").write_bytes(b"not a model")
+    (tmp_path / "tokenizer_config.json").write_text("{}")
     (tmp_path / "tokenizer.json").write_text("{")
     with pytest.raises(tokenizers.TokenizerFilesError, match="spiece.model"):
-        tokenizers.load("sentencepiece", tmp_path, 64)
+        tokenizers.sentencepiece_from_spec(SPM, tmp_path)
     with pytest.raises(tokenizers.TokenizerFilesError, match="tokenizer.json"):
-        tokenizers.load("gemma", tmp_path, 64)
+        tokenizers.gemma_from_spec(GEMMA, tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["sentencepiece", "gemma"])
-def test_stand_in_vocabulary_has_the_real_special_layout(tmp_path, kind):
-    tokenizers.write_stand_in(kind, tmp_path)
-    tok = tokenizers.load(kind, tmp_path, 64)
-    assert (tok.eos_id, tok.pad_id) == ((1, 1) if kind == "sentencepiece" else (1, 0))
+@pytest.mark.parametrize("spec", [SPM, GEMMA], ids=["siglip_sentencepiece", "gemma"])
+def test_stand_in_vocabulary_has_the_real_special_layout(tmp_path, spec):
+    tokenizers.write_stand_in(spec.kind, tmp_path)
+    from handspring_models.text import load_tokenizer as load
+
+    tok = load(spec, tmp_path)
+    assert (tok.eos_id, tok.pad_id) == ((1, 1) if spec is SPM else (1, 0))
     assert len(tok("a photo of a cat")) == 64

@@ -2,7 +2,7 @@
 made for, plus what the model's pipeline does around it. Both give exactly ``context_length`` ids
 per text (64 for every published checkpoint): cut, end token, then padding, as in training.
 
-- ``sentencepiece`` (SigLIP): ``spiece.model`` read by ``sentencepiece``, with what transformers'
+- ``siglip_sentencepiece`` (SigLIP): ``spiece.model`` read by ``sentencepiece``, with what transformers'
   ``SiglipTokenizer`` does first: the literal special tokens (``</s>``, ``<unk>``...) are split
   out, then each piece of text is lower-cased, stripped of ASCII punctuation and its whitespace
   collapsed. The end token ``</s>`` (id 1) ends every text and also pads.
@@ -148,34 +148,37 @@ class GemmaTokenizer:
         return _pad(self.encode(text), self.eos_id, self.pad_id, self.context_length)
 
 
-# ---------------------------------------------------------------- loading from a weights folder
+# ---------------------------------------------------------------- the registry's loaders
 
-SENTENCEPIECE_FILES = ("spiece.model", "tokenizer_config.json")  # the second is optional
+SENTENCEPIECE_FILES = ("spiece.model", "tokenizer_config.json")
 GEMMA_FILES = ("tokenizer.json",)
 
 
-def load(kind: str, folder: Path, context_length: int, options: dict | None = None):
-    """The tokenizer of ``kind`` (``sentencepiece`` or ``gemma``) from a weights folder."""
-    options = dict(options or {})
-    if kind == "sentencepiece":
-        model_file = folder / SENTENCEPIECE_FILES[0]
-        if not model_file.is_file():
-            raise TokenizerFilesError(f"{model_file} is missing")
-        config_file = folder / SENTENCEPIECE_FILES[1]
-        config = {}
-        if config_file.is_file():
-            try:
-                config = json.loads(config_file.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise TokenizerFilesError(f"{config_file} is corrupt: {e}") from None
-        config.update(options)
-        return SentencePieceTokenizer(model_file, context_length, config)
-    if kind == "gemma":
-        tokenizer_file = folder / GEMMA_FILES[0]
-        if not tokenizer_file.is_file():
-            raise TokenizerFilesError(f"{tokenizer_file} is missing")
-        return GemmaTokenizer(tokenizer_file, context_length, **options)
-    raise ValueError(f"unknown SigLIP tokenizer kind {kind!r}")
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TokenizerFilesError(f"{path} is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerFilesError(f"{path} is corrupt: {e}") from None
+
+
+def sentencepiece_from_spec(spec, folder: Path) -> SentencePieceTokenizer:
+    """Kind ``siglip_sentencepiece``: ``spiece.model`` and transformers' ``tokenizer_config.json``
+    (its special tokens and ``do_lower_case``), which ``spec.options`` may override."""
+    model_file, config_file = (folder / name for name in SENTENCEPIECE_FILES)
+    if not model_file.is_file():
+        raise TokenizerFilesError(f"{model_file} is missing")
+    config = {**_read_json(config_file), **dict(spec.options)}
+    return SentencePieceTokenizer(model_file, spec.context_length, config)
+
+
+def gemma_from_spec(spec, folder: Path) -> GemmaTokenizer:
+    """Kind ``gemma``: ``tokenizer.json``; ``spec.options``: ``lowercase`` (SigLIP 2: true)."""
+    tokenizer_file = folder / GEMMA_FILES[0]
+    if not tokenizer_file.is_file():
+        raise TokenizerFilesError(f"{tokenizer_file} is missing")
+    return GemmaTokenizer(tokenizer_file, spec.context_length, **dict(spec.options))
 
 
 # ---------------------------------------------------------------- stand-ins for random weights
@@ -192,7 +195,7 @@ def write_stand_in(kind: str, folder: Path) -> list[Path]:
     """A small vocabulary with the real special-token layout, trained here (no real vocabulary
     offline): for random-weight demo models only. Returns the files written."""
     folder.mkdir(parents=True, exist_ok=True)
-    if kind == "sentencepiece":
+    if kind == "siglip_sentencepiece":
         import io
 
         import sentencepiece
@@ -202,9 +205,13 @@ def write_stand_in(kind: str, folder: Path) -> list[Path]:
         sentencepiece.SentencePieceTrainer.train(
             sentence_iterator=iter(_STAND_IN_TEXT * 8), model_writer=buffer, vocab_size=120,
             hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
-        path = folder / SENTENCEPIECE_FILES[0]
-        path.write_bytes(buffer.getvalue())
-        return [path]
+        model_file, config_file = (folder / name for name in SENTENCEPIECE_FILES)
+        model_file.write_bytes(buffer.getvalue())
+        # transformers' SiglipTokenizer defaults, as the published tokenizer_config.json holds them
+        config_file.write_text(json.dumps({"tokenizer_class": "SiglipTokenizer", "do_lower_case": True,
+                                           "eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>",
+                                           "model_max_length": 64}, indent=2) + "\n")
+        return [model_file, config_file]
     if kind == "gemma":
         from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
@@ -218,4 +225,4 @@ def write_stand_in(kind: str, folder: Path) -> list[Path]:
         path = folder / GEMMA_FILES[0]
         tokenizer.save(str(path))
         return [path]
-    raise ValueError(f"unknown SigLIP tokenizer kind {kind!r}")
+    raise ValueError(f"no stand-in vocabulary for tokenizer kind {kind!r}")
