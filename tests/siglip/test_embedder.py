@@ -213,3 +213,31 @@ def test_siglip2_base_224_end_to_end_matches_transformers(siglip2_base_hf, tmp_p
     weights = convert(siglip2_base_hf[1], SIGLIP2_MODEL, tmp_path_factory.mktemp("siglip2_base_weights"))
     images = {n: photos[n] for n in ("chelsea_rgb_451x300", "astronaut_P", "chelsea_rgba")}
     check_end_to_end(*siglip2_base_hf, weights, SIGLIP2_MODEL, images, TEXTS[:8])
+
+
+def test_download_converts_the_hub_snapshot(siglip2_tiny_hf, tmp_path):
+    """`download` fetches the entry's files from the Hub and converts them: here from a Hub cache
+    filled beforehand, offline (no real weights can be fetched in tests)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    spec = handspring_models.find_model(SIGLIP2_MODEL)
+    repo = tmp_path / "hf" / "hub" / f"models--{spec.source.repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    for name in spec.source.files:
+        shutil.copy(siglip2_tiny_hf[1] / name, snapshot / name)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-m", "handspring_models.weights", "download", spec.source.repo_id,
+                          "--out", str(tmp_path / "out")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["source"] == f"huggingface:{spec.source.repo_id}@{'0' * 40}"
+    assert handspring_models.load(SIGLIP2_MODEL, weights_dir=tmp_path / "out").embed_texts(["a"]).shape == (1, 32)
