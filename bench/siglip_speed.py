@@ -76,7 +76,7 @@ def build(shape: dict):
 
 
 def ours_at(model, dtype: torch.dtype):
-    from handspring_models.kernels import pack_linear_weights
+    from handspring_models.runtime.kernels import pack_linear_weights
 
     model = copy.deepcopy(model).to(dtype)
     pack_linear_weights(model)
@@ -91,7 +91,12 @@ def main(argv=None) -> int:
     p.add_argument("--precision", default="fp32,bf16")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--skip-reference", action="store_true", help="ours only")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's). On a shared machine, 1 thread's "
+                                               "CPU seconds are the honest figure: OpenMP threads spin while "
+                                               "waiting for a descheduled sibling, which inflates wall and CPU time")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config, ours_fp32, reference = build(SHAPES[args.model])
     size = config.vision.image_size
