@@ -31,11 +31,12 @@ class TokenizerFilesError(ValueError):
     """A tokenizer file is missing or unreadable."""
 
 
-def _pad(ids: list[int], end_id: int, pad_id: int, context_length: int) -> list[int]:
-    """Cut to leave room for the end token, end the text (unless it already ends so, as transformers
-    does for SigLIP), pad to the full context."""
+def _pad(ids: list[int], end_id: int, pad_id: int, context_length: int, typed_end_ends: bool = False) -> list[int]:
+    """Cut to leave room for the end token, end the text, pad to the full context.
+    ``typed_end_ends``: a text whose last token is already the end token (typed) gets no second one
+    (transformers' SiglipTokenizer; Gemma's adds it regardless)."""
     ids = ids[: context_length - 1]
-    if not ids or ids[-1] != end_id:
+    if not (typed_end_ends and ids and ids[-1] == end_id):
         ids.append(end_id)
     return ids + [pad_id] * (context_length - len(ids))
 
@@ -110,7 +111,7 @@ class SentencePieceTokenizer:
         return ids
 
     def __call__(self, text: str) -> list[int]:
-        return _pad(self.encode(text), self.eos_id, self.pad_id, self.context_length)
+        return _pad(self.encode(text), self.eos_id, self.pad_id, self.context_length, typed_end_ends=True)
 
 
 class GemmaTokenizer:

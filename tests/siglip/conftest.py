@@ -26,6 +26,7 @@ from tests.test_tokenizer import TEXTS as CLIP_TEXTS
 TEXTS = [
     *CLIP_TEXTS,
     "hello </s> world", "</s> at the start", "ends with </s>", "<unk> and <pad> typed", "<eos> and <bos> typed",
+    "ends with <eos>",
     "HELLO</S>", "ΟΔΟΣ ΣΟΦΙΑΣ", "İstanbul'da bir kedi", "▁underline▁pieces▁", "a.b,c!d?e(f)g[h]i{j}",
     " ".join(["long"] * 63), " ".join(["long"] * 62),
 ]
