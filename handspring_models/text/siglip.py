@@ -182,6 +182,14 @@ def gemma_from_spec(spec, folder: Path) -> GemmaTokenizer:
     return GemmaTokenizer(tokenizer_file, spec.context_length, **dict(spec.options))
 
 
+def write_default_sentencepiece_config(path: Path) -> Path:
+    """transformers' SiglipTokenizer defaults as a tokenizer_config.json, for a folder that has
+    only ``spiece.model``."""
+    path.write_text(json.dumps({"tokenizer_class": "SiglipTokenizer", "do_lower_case": True, "eos_token": "</s>",
+                                "pad_token": "</s>", "unk_token": "<unk>", "model_max_length": 64}, indent=2) + "\n")
+    return path
+
+
 # ---------------------------------------------------------------- stand-ins for random weights
 
 _STAND_IN_TEXT = [
@@ -208,11 +216,7 @@ def write_stand_in(kind: str, folder: Path) -> list[Path]:
             hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
         model_file, config_file = (folder / name for name in SENTENCEPIECE_FILES)
         model_file.write_bytes(buffer.getvalue())
-        # transformers' SiglipTokenizer defaults, as the published tokenizer_config.json holds them
-        config_file.write_text(json.dumps({"tokenizer_class": "SiglipTokenizer", "do_lower_case": True,
-                                           "eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>",
-                                           "model_max_length": 64}, indent=2) + "\n")
-        return [model_file, config_file]
+        return [model_file, write_default_sentencepiece_config(config_file)]
     if kind == "gemma":
         from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 

@@ -241,3 +241,18 @@ def test_download_converts_the_hub_snapshot(siglip2_tiny_hf, tmp_path):
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["source"] == f"huggingface:{spec.source.repo_id}@{'0' * 40}"
     assert handspring_models.load(SIGLIP2_MODEL, weights_dir=tmp_path / "out").embed_texts(["a"]).shape == (1, 32)
+
+
+def test_convert_takes_a_folder_with_only_the_required_files(siglip_tiny_hf, tmp_path):
+    """Without preprocessor_config.json (the entry's recipe then) and tokenizer_config.json
+    (transformers' SiglipTokenizer defaults then): the same vectors."""
+    import shutil
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("config.json", "model.safetensors", "spiece.model"):
+        shutil.copy(siglip_tiny_hf[1] / name, src / name)
+    out = convert(src, SIGLIP_MODEL, tmp_path / "out")
+    full = convert(siglip_tiny_hf[1], SIGLIP_MODEL, tmp_path / "full")
+    a, b = (handspring_models.load(SIGLIP_MODEL, weights_dir=d) for d in (out, full))
+    np.testing.assert_array_equal(a.embed_texts(TEXTS[:5]), b.embed_texts(TEXTS[:5]))
