@@ -89,6 +89,9 @@ def main(argv=None) -> int:
     p.add_argument("--image-batches", default="1,4")
     p.add_argument("--text-batches", default="1,32")
     p.add_argument("--precision", default="fp32,bf16")
+    p.add_argument("--bf16-image-batches", help="image batch sizes for bf16 (default: --image-batches); bf16 is "
+                                                "emulated, and slow, on CPUs without AVX512-BF16 or AMX")
+    p.add_argument("--bf16-text-batches", help="text batch sizes for bf16 (default: --text-batches)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--skip-reference", action="store_true", help="ours only")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's). On a shared machine, 1 thread's "
@@ -108,7 +111,14 @@ def main(argv=None) -> int:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
         ours = ours_at(ours_fp32, dtype)
         ref = None if args.skip_reference else (reference if dtype == torch.float32 else copy.deepcopy(reference).to(dtype))
-        for modality, batches in (("image", args.image_batches), ("text", args.text_batches)):
+        if precision == "bf16":
+            batch_sizes = (("image", args.bf16_image_batches or args.image_batches),
+                           ("text", args.bf16_text_batches or args.text_batches))
+        else:
+            batch_sizes = (("image", args.image_batches), ("text", args.text_batches))
+        for modality, batches in batch_sizes:
+            if not batches:
+                continue
             for b in (int(x) for x in batches.split(",")):
                 gen = torch.Generator().manual_seed(b)
                 if modality == "image":
