@@ -1,10 +1,11 @@
 """python -m bench [--quick] [--duration S] [--concurrency 1,2,4,8] [--clients 4] [--precision fp32,bf16]
-                [--skip-server] [--skip-model] [--skip-fidelity] [--skip-imagebind] [--results DIR]
+                [--skip-server] [--skip-model] [--skip-fidelity] [--skip-imagebind] [--skip-catalog]
+                [--catalog-models M1,M2] [--results DIR]
 
 Side by side on this machine: Handspring's service against a Weaviate-style transformers
 reference (started by the benchmark, one server at a time), the model alone against
 transformers, and fidelity per precision; then ImageBind's throughput per modality (no reference
-can run here). Writes RESULTS/bench.json and RESULTS/throughput.png.
+can run here); then the catalog: every model against its reference library, the model alone. Writes RESULTS/bench.json and RESULTS/throughput.png.
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def parse_args(argv):
     p.add_argument("--skip-fidelity", action="store_true", help="skip (c), in-process fidelity")
     p.add_argument("--skip-imagebind", action="store_true",
                    help="skip (d), ImageBind per modality (full size: ~4-5 min on 2 idle cores)")
+    p.add_argument("--skip-catalog", action="store_true",
+                   help="skip (e), every model of the registry against its reference (full size: minutes per model)")
+    p.add_argument("--catalog-models", type=_strs,
+                   help="the models for (e) (default: every model with a reference; quick: clip_vit_b_16, tiny)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="output folder (default bench/results)")
     a = p.parse_args(argv)
     a.duration = a.duration if a.duration is not None else (0.5 if a.quick else 15.0)
@@ -282,6 +287,14 @@ def main(argv: list[str] | None = None) -> int:
                                                   log=lambda m: log(m), cpu_account=CpuAccount)
         result["imagebind"]["other_load"] = ib_account.read()
         failed |= any("error" in e for e in result["imagebind"]["modalities"].values())
+
+    if not args.skip_catalog:
+        log("(e) the catalog, the model alone against each model's reference")
+        from . import catalog
+
+        models = args.catalog_models or (["clip_vit_b_16"] if args.quick else None)
+        result["catalog"] = catalog.run(cache, precisions, args.quick, models, log=lambda m: log(m))
+        failed |= any("error" in e for e in result["catalog"]["models"].values())
 
     result["targets"] = report.targets(result)
     result["meta"]["elapsed_s"] = time.perf_counter() - t_start

@@ -224,6 +224,10 @@ def format_report(result: dict) -> str:
 
     if result.get("imagebind"):
         parts.append(format_imagebind(result["imagebind"]))
+    if result.get("catalog"):
+        from .catalog import format_catalog
+
+        parts.append(format_catalog(result["catalog"]))
 
     tg = result.get("targets") or []
     if tg:

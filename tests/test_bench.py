@@ -47,11 +47,11 @@ def quick_run(tmp_path_factory):
 
 def test_quick_writes_json_plot_and_table(quick_run):
     results, data, stdout = quick_run
-    assert set(data) >= {"meta", "checkpoint", "service", "model", "fidelity", "imagebind", "targets"}
+    assert set(data) >= {"meta", "checkpoint", "service", "model", "fidelity", "imagebind", "catalog", "targets"}
     assert data["meta"]["quick"] is True
     png = results / "throughput.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for heading in ("(a) SERVICE", "(b) MODEL ALONE", "(c) FIDELITY", "(d) IMAGEBIND", "TARGETS"):
+    for heading in ("(a) SERVICE", "(b) MODEL ALONE", "(c) FIDELITY", "(d) IMAGEBIND", "(e) CATALOG", "TARGETS"):
         assert heading in stdout
 
 
@@ -139,3 +139,17 @@ def test_imagebind_section(quick_run):
     table = stdout.split("(d) IMAGEBIND", 1)[1].split("TARGETS", 1)[0]
     assert [line.split()[0] for line in table.splitlines() if line.split()[:1] and line.split()[0] in ib["modalities"]] \
         == list(ib["modalities"])  # one printed row per modality, in order
+
+
+def test_catalog_section(quick_run):
+    """Each measured model has ours and the reference per input, precision and batch; the models
+    without a reference here say so."""
+    _, data, _ = quick_run
+    models = data["catalog"]["models"]
+    measured = {name: entry for name, entry in models.items() if "rows" in entry}
+    assert set(measured) == {"clip_vit_b_16"}, models
+    rows = measured["clip_vit_b_16"]["rows"]
+    seen = {(r["modality"], r["precision"], r["batch"]) for r in rows}
+    assert seen == {(m, p, b) for m in ("image", "text") for p in data["catalog"]["precisions"]
+                    for b in data["catalog"]["batch_sizes"]}
+    _positive_finite(rows, "catalog.rows")
