@@ -68,6 +68,29 @@ SIGLIP2_BASE_224 = dict(
 
 BICUBIC, BILINEAR = 3, 2  # PIL's numbers, as preprocessor_config.json has them
 
+
+def hf_config(architecture: dict) -> dict:
+    """transformers' SiglipConfig arguments for one of our architectures (a registry entry's)."""
+    v, t = architecture["vision"], architecture["text"]
+
+    def tower(c: dict) -> dict:
+        return dict(hidden_size=c["width"], intermediate_size=c["mlp_width"], num_hidden_layers=c["layers"],
+                    num_attention_heads=c["heads"])
+
+    return dict(
+        text_config=dict(vocab_size=t["vocab_size"], max_position_embeddings=t["context_length"],
+                         projection_size=t["embed_dim"], **tower(t)),
+        vision_config=dict(image_size=v["image_size"], patch_size=v["patch_size"], **tower(v)),
+    )
+
+
+def build_for_entry(spec, folder: Path, seed: int, tiny: bool = False):
+    """transformers' SiglipModel of a registry entry's shape (or a tiny one), saved as published."""
+    version1 = spec.tokenizer.kind == "siglip_sentencepiece"
+    config = (SIGLIP_TINY if version1 else SIGLIP2_TINY) if tiny else hf_config(spec.architecture)
+    return build_hf_siglip(config, folder, seed, "sentencepiece" if version1 else "gemma",
+                           BICUBIC if spec.image.resample == "bicubic" else BILINEAR)
+
 # The registry entries the tiny checkpoints are converted as: one of each family's kinds.
 SIGLIP_MODEL, SIGLIP2_MODEL = "siglip_so400m_patch14_384", "siglip2_base_patch16_224"
 
