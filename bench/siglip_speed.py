@@ -5,8 +5,10 @@ precision, and the bf16 vectors' cosine against fp32.
     .venv/bin/python -m bench.siglip_speed --model so400m_384 --image-batches 1,4 --text-batches 1,32
     .venv/bin/python -m bench.siglip_speed --model base_224
 
-Not part of ``make bench`` (yet): a full-size so400m image takes seconds on a small CPU, so this
-is run by hand. Times are medians after a warm-up; the machine may be shared.
+``make bench``'s catalog (section (e), ``--catalog-models siglip2_base_patch16_224``) times the same
+comparison at batch 1 and 32; this script adds the bf16-vs-fp32 cosine, other batch sizes, and
+CPU seconds per item (``--threads 1`` on a shared machine, where wall time says little). Times are
+medians after a warm-up.
 """
 
 from __future__ import annotations
