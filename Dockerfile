@@ -113,6 +113,8 @@ COPY --from=weights /weights/${MODEL} /weights/${MODEL}
 WORKDIR /app
 COPY handspring_models/ handspring_models/
 COPY app/ app/
+# The package's version (GET /meta), read from here: the image runs the code from /app, not installed.
+COPY pyproject.toml ./
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

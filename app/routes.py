@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
+from .auth import require_api_key
 from .disconnect import ClientGone, while_connected
 from .errors import ApiError, error_response
 from .schemas import ErrorResponse, VectorizeRequest, VectorizeResponse
@@ -16,7 +17,7 @@ from .service import Service
 
 router = APIRouter()
 
-ERRORS = {code: {"model": ErrorResponse} for code in (400, 413, 422, 429, 500, 503)}
+ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 429, 500, 503)}
 
 
 def _service(request: Request) -> Service:
@@ -42,7 +43,8 @@ async def ready(request: Request, service: ServiceDep) -> Response:
     return error_response(503, service.not_ready_message(), {"Retry-After": "1"})
 
 
-@router.get("/meta", responses={503: {"model": ErrorResponse}})
+@router.get("/meta", responses={401: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+            dependencies=[Depends(require_api_key)])
 async def meta(service: ServiceDep) -> JSONResponse:
     return JSONResponse(service.meta())
 
@@ -53,6 +55,7 @@ async def meta(service: ServiceDep) -> JSONResponse:
     responses=ERRORS,
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": VectorizeRequest.model_json_schema()}}}},
+    dependencies=[Depends(require_api_key)],
 )
 async def vectorize(request: Request, service: ServiceDep) -> Response:
     arrived = time.monotonic()

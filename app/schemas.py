@@ -77,7 +77,7 @@ class ErrorResponse(BaseModel):
 
 # ---------------------------------------------------------------- parsing
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -105,15 +105,17 @@ def _describe(error: dict) -> str:
     if kind == "extra_forbidden":
         return f"{loc}: unknown field; the fields are {', '.join(FIELDS.values())}"
     if kind == "string_type":
-        return f"{loc}: must be a string, not {_json_type(value)}"
+        return f"{loc}: must be a string, not {json_type(value)}"
     if kind == "list_type":
-        return f"{loc}: must be an array of strings, not {_json_type(value)}"
+        return f"{loc}: must be an array of strings, not {json_type(value)}"
     return f"{loc}: {error.get('msg')}"
 
 
-def parse_vectorize(body: bytes) -> VectorizeRequest:
+def load_json_object(body: bytes, example: str) -> dict:
+    """The body as a JSON object, or ApiError 400 (not JSON) / 422 (not an object). ``example``
+    shows the expected body in the messages."""
     if not body.strip():
-        raise ApiError(400, 'empty body: expected a JSON object such as {"texts": [...], "images": [...]}')
+        raise ApiError(400, f"empty body: expected a JSON object such as {example}")
     try:
         data = json.loads(body)
     except UnicodeDecodeError:
@@ -123,7 +125,12 @@ def parse_vectorize(body: bytes) -> VectorizeRequest:
     except RecursionError:
         raise ApiError(400, "malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
-        raise ApiError(422, f'the body must be a JSON object such as {{"texts": [...], "images": [...]}}, not {_json_type(data)}')
+        raise ApiError(422, f"the body must be a JSON object such as {example}, not {json_type(data)}")
+    return data
+
+
+def parse_vectorize(body: bytes) -> VectorizeRequest:
+    data = load_json_object(body, '{"texts": [...], "images": [...]}')
     try:
         return VectorizeRequest.model_validate(data)
     except ValidationError as e:

@@ -13,8 +13,9 @@ import contextlib
 import errno
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -33,8 +34,28 @@ from .settings import MB, Settings
 from .slots import ForwardSlots
 
 log = logging.getLogger("handspring.app")
+T = TypeVar("T")
 
 BIG_BODY = 1 << 20  # parse JSON bodies above this off the event loop
+
+
+MODALITY_OF_FIELD = {field: modality for modality, field in FIELDS.items()}
+
+
+class InputNames:
+    """How error messages name a request's inputs; by default Weaviate's fields (``images[2]``).
+    ``param``: the request field OpenAI's error shape names (None on Weaviate's routes)."""
+
+    param: str | None = None
+
+    def field(self, modality: str) -> str:
+        return FIELDS[modality]
+
+    def item(self, modality: str, index: int) -> str:
+        return f"{FIELDS[modality]}[{index}]"
+
+
+WEAVIATE_NAMES = InputNames()
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,7 @@ class Service:
         self.embedder = None
         self.engine: Engine | None = None
         self.load_seconds: float | None = None
+        self.loaded_at: int | None = None
         self._load_task: asyncio.Task | None = None
         self.loaded = asyncio.Event()  # set when loading ends, either way (tests wait on it)
         self.admission = Admission(settings.max_concurrent_requests)
@@ -111,6 +133,7 @@ class Service:
                         prepare_thread_init=lambda: torch.set_num_threads(1))
         await engine.start()
         self.embedder, self.engine, self.load_seconds = embedder, engine, seconds
+        self.loaded_at = int(time.time())  # OpenAI's model "created"
         self.metrics.watch_engine(engine)
         self.metrics.load_seconds.set(seconds)
         self.metrics.ready.set(1)
@@ -214,6 +237,7 @@ class Service:
                 "manifest_sha256": e.manifest_sha256,
                 "source": getattr(e, "source", None),
                 "license": getattr(e, "license", None),
+                "random": is_random_demo(getattr(e, "source", None)),
             },
             "version": handspring_models.__version__,
             "batching": {
@@ -256,41 +280,54 @@ class Service:
         """Raw request body -> JSON response body. Raises ApiError for every non-200 answer.
         ``arrived``: ``time.monotonic()`` when the request came in; its deadline counts from it."""
         self.require_ready()
+        job = self.job(arrived)
+        request = await self.parse(parse_vectorize, body)
+        vectors = await self.embed_inputs(request.inputs(), job)
+        return encode_response(vectors, self.embedder.modalities)
+
+    def job(self, arrived: float | None = None) -> Job:
+        """A request's job, its deadline HANDSPRING_REQUEST_TIMEOUT_S after ``arrived``."""
         arrived = time.monotonic() if arrived is None else arrived
-        job = Job(arrived=arrived, deadline=arrived + self.settings.request_timeout_s)
+        return Job(arrived=arrived, deadline=arrived + self.settings.request_timeout_s)
+
+    async def parse(self, parser: Callable[[bytes], T], body: bytes) -> T:
+        """``parser(body)``, off the event loop for big bodies."""
         if len(body) > BIG_BODY:
-            request = await asyncio.wrap_future(self._parser.submit(parse_vectorize, body))
-        else:
-            request = parse_vectorize(body)
-        inputs = request.inputs()
+            return await asyncio.wrap_future(self._parser.submit(parser, body))
+        return parser(body)
+
+    async def embed_inputs(self, inputs: dict[str, list], job: Job, names: InputNames = WEAVIATE_NAMES,
+                           ) -> dict[str, np.ndarray]:
+        """modality -> its raw items (texts, base64 files) -> modality -> float32 [n, dim]: the
+        limits, batching and checks every API shares. ``names`` names the inputs in errors."""
         total = sum(len(items) for items in inputs.values())
         if total > self.settings.max_items:
             counts = ", ".join(f"{FIELDS[m]}: {len(v)}" for m, v in inputs.items() if v)
             raise ApiError(413, f"too many items: {total} ({counts}); the limit is {self.settings.max_items} "
-                                "per request (HANDSPRING_MAX_ITEMS)")
-        self._check_media(inputs)
+                                "per request (HANDSPRING_MAX_ITEMS)", param=names.param)
+        self._check_media(inputs, names)
         embedder, engine = self.embedder, self.engine
         for modality, items in inputs.items():
             if items:
                 try:
                     embedder.require(modality)
                 except ValueError as e:
-                    raise ApiError(422, f"{FIELDS[modality]}: {e}") from None
+                    raise ApiError(422, f"{names.field(modality)}: {e}", param=names.param) from None
         vectors: dict[str, np.ndarray] = {m: np.zeros((0, embedder.dim), np.float32) for m in inputs}
         wanted = {m: self._limit_media(m, items) for m, items in inputs.items() if items}
-        vectors.update(await self._embed_all(engine, wanted, job))
+        vectors.update(await self._embed_all(engine, wanted, job, names))
         for modality, array in vectors.items():
             if array.shape != (len(inputs[modality]), embedder.dim) or not np.isfinite(array).all():
                 log.error("%s vectors of shape %s, finite=%s", modality, array.shape, bool(np.isfinite(array).all()))
                 raise ApiError(500, f"internal error: the model produced invalid {modality} vectors")
             self.metrics.items.labels(modality).inc(len(array))
-        return encode_response(vectors, embedder.modalities)
+        return vectors
 
-    def _check_media(self, inputs: dict[str, list]) -> None:
+    def _check_media(self, inputs: dict[str, list], names: InputNames) -> None:
         videos = len(inputs.get("video") or ())
         if videos > self.settings.max_videos_per_request:
             raise ApiError(413, f"too many videos: {videos}; the limit is {self.settings.max_videos_per_request} "
-                                "per request (HANDSPRING_MAX_VIDEOS_PER_REQUEST)")
+                                "per request (HANDSPRING_MAX_VIDEOS_PER_REQUEST)", param=names.param)
 
     def _limit_media(self, modality: str, items: list) -> list:
         """A request's audio files share HANDSPRING_MAX_AUDIO_SECONDS_PER_REQUEST: each of n may
@@ -300,7 +337,8 @@ class Service:
             return items
         return [MediaItem(item, share) for item in items]
 
-    async def _embed_all(self, engine: Engine, wanted: dict[str, list], job: Job) -> dict[str, np.ndarray]:
+    async def _embed_all(self, engine: Engine, wanted: dict[str, list], job: Job,
+                         names: InputNames) -> dict[str, np.ndarray]:
         """Every modality at once; the first failure answers the request at once and cancels the
         rest (their queued items are skipped), so a bad image never waits for the texts' batch."""
         tasks = {m: asyncio.create_task(engine.embed(m, items, label=FIELDS[m], job=job)) for m, items in wanted.items()}
@@ -316,12 +354,12 @@ class Service:
         errors = [t.exception() for t in tasks.values() if t.done() and not t.cancelled()]
         for error in errors:  # field order: texts before images...
             if error is not None:
-                raise self._api_error(error)
+                raise self._api_error(error, names)
         return {m: t.result() for m, t in tasks.items()}
 
-    def _api_error(self, error: BaseException) -> BaseException:
+    def _api_error(self, error: BaseException, names: InputNames) -> BaseException:
         if isinstance(error, ItemError):
-            return ApiError(422, self._explain_item_error(error))
+            return ApiError(422, self._explain_item_error(error, names), param=names.param)
         if isinstance(error, EngineClosed):
             message = "shutting down"
             if self.drain_expired:
@@ -346,12 +384,19 @@ class Service:
             return ApiError(500, f"internal error: {type(error).__name__}: {error}")
         return error  # CancelledError and friends: let them through
 
-    def _explain_item_error(self, error: ItemError) -> str:
+    def _explain_item_error(self, error: ItemError, names: InputNames) -> str:
+        described = f"{names.item(MODALITY_OF_FIELD[error.label], error.index)}: {error.message}"
         if error.label == FIELDS["audio"] and "longer than the limit" in error.message:
-            return (f"{error} (a request's audio may last {self.settings.max_audio_seconds_per_request:g}s in all, "
+            return (f"{described} (a request's audio may last {self.settings.max_audio_seconds_per_request:g}s in all, "
                     "HANDSPRING_MAX_AUDIO_SECONDS_PER_REQUEST, shared out evenly over its files; "
                     f"each file at most {self.settings.max_media_seconds:g}s, HANDSPRING_MAX_MEDIA_SECONDS)")
-        return str(error)
+        return described
+
+
+def is_random_demo(source: str | None) -> bool:
+    """Random demo weights (``python -m handspring_models.weights random``, or ``make run`` offline)
+    say so in their source: ``random (seed N): NOT a trained model...``."""
+    return isinstance(source, str) and source.startswith("random")
 
 
 def _is_resource_exhaustion(error: BaseException) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 import handspring_models
 from handspring_models.inputs.image import DEFAULT_MAX_PIXELS
 
-REPO_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+_CHECKOUT = Path(__file__).resolve().parents[1]
 
 PREFIX = "HANDSPRING_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -86,7 +86,7 @@ def _cgroup_cpu_quota() -> float | None:
 
 @dataclass(frozen=True)
 class Settings:
-    weights_dir: Path | None = None  # None: weights/<model>/ in this repository (see weights_folder)
+    weights_dir: Path | None = None  # None: see weights_folder
     # A feature (clip_vit_b_32_image), or a model by its name or any alias (the whole model); kept
     # as the registry's canonical feature name.
     feature: str = "clip_vit_b_32"
@@ -128,6 +128,11 @@ class Settings:
     # uvicorn's line per request: off by default (at ~100 requests/s it costs CPU the model needs;
     # /metrics counts requests and latencies instead).
     access_log: bool = False
+    # HANDSPRING_API_KEY, comma-separated: any of them, as ``Authorization: Bearer <key>``, opens
+    # the embedding routes (app/auth.py). Empty: no authentication (Weaviate's modules send no key).
+    api_keys: tuple[str, ...] = dataclasses.field(default=(), repr=False)
+    # The try-it page on GET / (app/ui.py); off answers 404 there, as any unknown route.
+    ui: bool = True
 
     def __post_init__(self) -> None:
         try:
@@ -168,6 +173,9 @@ class Settings:
                 p.append(f"{PREFIX}{name.upper()}={value!r} must be a number of seconds in (0, {upper}]")
         if self.log_level not in LOG_LEVELS:
             p.append(f"{PREFIX}LOG_LEVEL={self.log_level!r} must be one of {', '.join(LOG_LEVELS)}")
+        for number, key in enumerate(self.api_keys, 1):  # never the key itself in the message
+            if not isinstance(key, str) or not _API_KEY.fullmatch(key):
+                p.append(f"{PREFIX}API_KEY: key {number} must be printable ASCII without spaces or commas")
         return p
 
     @classmethod
@@ -188,7 +196,9 @@ class Settings:
             values["precision"] = v.lower()
         if (v := raw("LOG_LEVEL")) is not None:
             values["log_level"] = v.upper()
-        for field in ("TAKE_TURNS", "NORMALIZE", "ACCESS_LOG"):
+        if (v := raw("API_KEY")) is not None:
+            values["api_keys"] = tuple(key.strip() for key in v.split(",") if key.strip())
+        for field in ("TAKE_TURNS", "NORMALIZE", "ACCESS_LOG", "UI"):
             if (v := raw(field)) is not None:
                 try:
                     values[field.lower()] = _bool(v)
@@ -220,9 +230,14 @@ class Settings:
 
     @property
     def weights_folder(self) -> Path:
-        """The folder served: HANDSPRING_WEIGHTS_DIR, else weights/<model>/ in this repository
-        (where `make run` and `make download` put it)."""
-        return self.weights_dir if self.weights_dir is not None else REPO_WEIGHTS / self.model
+        """The folder served: HANDSPRING_WEIGHTS_DIR; else, in a checkout, weights/<model>/ (where
+        `make run` and `make download` put it); else, installed, the library's own default
+        ($HANDSPRING_HOME/<model>, where `handspring weights download` puts it)."""
+        if self.weights_dir is not None:
+            return self.weights_dir
+        if (_CHECKOUT / "pyproject.toml").is_file():
+            return _CHECKOUT / "weights" / self.model
+        return handspring_models.default_weights_dir(self.model)
 
     @property
     def log_level_number(self) -> int:
@@ -232,6 +247,7 @@ class Settings:
         """The settings as plain JSON-able values (for logs and /meta)."""
         out = dataclasses.asdict(self)
         out["weights_dir"] = str(self.weights_dir) if self.weights_dir is not None else None
+        out["api_keys"] = len(self.api_keys)  # how many, never the keys
         return out
 
 
@@ -260,6 +276,8 @@ def _float(text: str) -> float:
         raise ValueError("not a number")
     return value
 
+
+_API_KEY = re.compile(r"[!-+\--~]+")  # printable ASCII but space and comma: a Bearer token's characters
 
 _SIZE = re.compile(r"^\s*(\d[\d_]*)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "ki": 1 << 10, "kib": 1 << 10, "m": 1000**2, "mb": 1000**2,

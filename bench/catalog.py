@@ -107,6 +107,16 @@ REFERENCES: dict[str, tuple[Callable, Callable]] = {
 }
 
 
+def _library_references() -> dict[str, tuple[Callable, Callable]]:
+    from . import catalog_libraries as lib
+
+    return {"open_clip": (lib.build_open_clip, lib.load_open_clip),
+            "sentence_transformers": (lib.build_sentence_transformers, lib.load_sentence_transformers)}
+
+
+REFERENCES.update(_library_references())
+
+
 def ensure_model(spec, cache: Path, quick: bool, log) -> tuple[Path, Path]:
     """(reference folder, our weights folder) for an entry, built once per size and seed."""
     import transformers
@@ -123,8 +133,9 @@ def ensure_model(spec, cache: Path, quick: bool, log) -> tuple[Path, Path]:
     log(f"  building {spec.name} ({'tiny' if quick else 'full size'}, random weights) in {root} ...")
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    folder = build(spec, root, seed, quick, log)
-    convert(folder, spec.name, root / "ours")
+    built = build(spec, root, seed, quick, log)
+    folder, options = built if isinstance(built, tuple) else (built, {})  # options: e.g. a second folder
+    convert(folder, spec.name, root / "ours", **options)
     (root / _STAMP).write_text(json.dumps(stamp) + "\n")
     return folder, root / "ours"
 

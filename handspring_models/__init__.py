@@ -26,9 +26,10 @@ from .errors import InvalidInputError
 from .inputs.image import DEFAULT_MAX_PIXELS
 from .registry import FEATURES, ModelSpec, UnknownModelError, find_feature, find_model, list_models
 from .runtime.precision import PRECISIONS
+from ._version import distribution_version
 from .weights import WeightsError, default_weights_dir
 
-__version__ = "0.1.0"
+__version__ = distribution_version()
 __all__ = ["load", "list_models", "find_model", "find_feature", "FEATURES", "PRECISIONS", "Embedder",
            "ModelSpec", "MissingModalityError", "InvalidInputError", "UnknownModelError", "WeightsError"]
 

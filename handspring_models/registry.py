@@ -15,6 +15,7 @@ Features name one modality of one model (``clip_vit_b_32_image``) or the whole m
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ class Source:
     repo_id: str | None = None
     url: str | None = None
     files: tuple[str, ...] = ()
+    # A model published as two repositories (sentence-transformers' multilingual CLIP): the one
+    # holding its image tower, and the files of it that the conversion needs.
+    image_repo_id: str | None = None
+    image_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,7 @@ def _openai_clip(name: str, repo_id: str, description: str, image_size: int, pat
     )
 
 
+<<<<<<< HEAD
 def _siglip_architecture(image_size: int, patch_size: int, vocab_size: int, width: int = 1152, layers: int = 27,
                          heads: int = 16, mlp_width: int = 4304) -> dict:
     """``handspring_models.siglip.SiglipConfig.to_dict()``: both towers of one width (so400m by
@@ -156,6 +162,48 @@ def _siglip(name: str, repo_id: str, description: str, architecture: dict, versi
     )
 
 
+=======
+OPEN_CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors", "merges.txt", "tokenizer.json")
+OPEN_CLIP_LICENSE = "MIT"  # the LAION OpenCLIP models' cards
+# open_clip's tokenizer is OpenAI's BPE, but a text gets the special tokens by typing these names
+# (a typed "<|endoftext|>" is plain text there).
+OPEN_CLIP_BPE = dataclasses.replace(CLIP_BPE, options=MappingProxyType(
+    {**CLIP_BPE.options, "typed_specials": ("<start_of_text>", "<end_of_text>")}))
+
+
+def _open_clip(name: str, tag: str, repo_id: str, description: str, patch_size: int, activation: str) -> ModelSpec:
+    """A LAION OpenCLIP of OpenAI's ViT-B shape, as open_clip publishes it on the Hub."""
+    return ModelSpec(
+        name=name, family="clip", description=description, license=OPEN_CLIP_LICENSE,
+        source=Source("open_clip", repo_id=repo_id, files=OPEN_CLIP_FILES),
+        modalities=("text", "image"), components=CLIP_TOWERS,
+        architecture=_clip_architecture(512, 224, patch_size, 768, 12, 512, 12, activation),
+        normalize=True,  # Weaviate's open_clip path L2-normalizes
+        tokenizer=OPEN_CLIP_BPE, image=ImageRecipe(224),  # open_clip's preprocessing is OpenAI's
+        aliases=(tag, repo_id),
+    )
+
+
+def _multilingual_text(kind: str, vocab_size: int, layers: int, max_positions: int, pad_id: int, eps: float,
+                       projection: str, hidden: int | None, mask_pad_ids: bool, type_vocab_size: int = 1) -> dict:
+    """``multilingual_clip.text_towers.TextTowerConfig.to_dict()`` of a base-size (768-wide) encoder."""
+    return {"kind": kind, "vocab_size": vocab_size, "width": 768, "layers": layers, "heads": 12,
+            "intermediate": 3072, "max_positions": max_positions, "pad_id": pad_id, "layer_norm_eps": eps,
+            "projection": projection, "projection_hidden": hidden, "embed_dim": 512,
+            "type_vocab_size": type_vocab_size, "mask_pad_ids": mask_pad_ids}
+
+
+def _b32_vision() -> dict:
+    return {"image_size": 224, "patch_size": 32, "width": 768, "layers": 12, "heads": 12}
+
+
+ST_CLIP_REPO = "sentence-transformers/clip-ViT-B-32"
+ST_CLIP_FILES = ("modules.json", "0_CLIPModel/*")
+ST_CLIP_TOKENIZER = TokenizerSpec("hf_tokenizer", ("tokenizer.json",), 77, MappingProxyType({"end_token": "<|endoftext|>"}))
+# sentence-transformers' image processor (transformers' CLIPImageProcessor) floors the crop offset.
+ST_CLIP_IMAGE = ImageRecipe(224, crop_rounding="floor")
+
+>>>>>>> main
 IMAGEBIND_MODALITIES = ("text", "image", "audio", "video", "depth", "thermal", "imu")
 
 MODELS: tuple[ModelSpec, ...] = (
@@ -167,6 +215,63 @@ MODELS: tuple[ModelSpec, ...] = (
                  224, 14, 1024, 24, 768, 768),
     _openai_clip("clip_vit_l_14_336", "openai/clip-vit-large-patch14-336", "OpenAI CLIP ViT-L/14 at 336 px, 768-d",
                  336, 14, 1024, 24, 768, 768),
+    _open_clip("openclip_vit_b_16_laion2b", "ViT-B-16-laion2b_s34b_b88k", "laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+               "LAION OpenCLIP ViT-B/16 trained on LAION-2B (exact GELU), 512-d", 16, "gelu"),
+    _open_clip("openclip_vit_b_32_quickgelu_laion400m", "ViT-B-32-quickgelu-laion400m_e32",
+               "timm/vit_base_patch32_clip_224.laion400m_e32",
+               "LAION OpenCLIP ViT-B/32 trained on LAION-400M (QuickGELU), 512-d", 32, "quick_gelu"),
+    ModelSpec(
+        name="openclip_xlm_roberta_base_vit_b_32_laion5b", family="multilingual_clip",
+        description="LAION OpenCLIP ViT-B/32 with an XLM-RoBERTa base text tower (100+ languages), 512-d",
+        license="MIT",
+        source=Source("open_clip", repo_id="laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k",
+                      files=OPEN_CLIP_FILES),
+        modalities=("text", "image"), components=CLIP_TOWERS,
+        architecture={
+            "embed_dim": 512, "vision": _b32_vision(), "activation": "gelu", "layer_norm_eps": 1e-5,
+            "context_length": 77,
+            "text": _multilingual_text("xlm_roberta", 250002, 12, 514, 1, 1e-5, "mlp", 640, mask_pad_ids=True),
+        },
+        normalize=True,  # Weaviate's open_clip path L2-normalizes
+        # open_clip's Hugging Face tokenizers: ftfy, HTML unescaped twice, whitespace collapsed; 77 tokens, pad id 1.
+        tokenizer=TokenizerSpec("hf_tokenizer", ("tokenizer.json",), 77,
+                                MappingProxyType({"clean": "open_clip_whitespace"})),
+        image=ImageRecipe(224),
+        aliases=("xlm-roberta-base-ViT-B-32-laion5b_s13b_b90k", "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k"),
+    ),
+    ModelSpec(
+        name="st_clip_vit_b_32", family="clip",
+        description="OpenAI CLIP ViT-B/32 as sentence-transformers publishes and runs it (transformers' "
+                    "tokenizer without OpenAI's text cleaning, a floored crop), raw projections, 512-d",
+        license="MIT (OpenAI's CLIP weights)",
+        source=Source("sentence_transformers", repo_id=ST_CLIP_REPO, files=ST_CLIP_FILES),
+        modalities=("text", "image"), components=CLIP_TOWERS,
+        architecture=_clip_architecture(512, 224, 32, 768, 12, 512, 12),
+        normalize=False,  # Weaviate's sentence-transformers path returns the raw projections
+        tokenizer=ST_CLIP_TOKENIZER, image=ST_CLIP_IMAGE,
+        aliases=("sentence-transformers-clip-ViT-B-32", ST_CLIP_REPO),
+    ),
+    ModelSpec(
+        name="st_clip_vit_b_32_multilingual_v1", family="multilingual_clip",
+        description="sentence-transformers' multilingual CLIP: a DistilBERT text tower (50+ languages, mean "
+                    "pooling, Dense 768->512) distilled into OpenAI's ViT-B/32 image space, raw projections, 512-d",
+        license="Apache-2.0 (text model); MIT (OpenAI's CLIP image tower)",
+        source=Source("sentence_transformers", repo_id="sentence-transformers/clip-ViT-B-32-multilingual-v1",
+                      files=("modules.json", "config.json", "sentence_bert_config.json", "tokenizer.json",
+                             "model.safetensors", "pytorch_model.bin", "1_Pooling/*", "2_Dense/*"),
+                      image_repo_id=ST_CLIP_REPO, image_files=ST_CLIP_FILES),
+        modalities=("text", "image"), components=CLIP_TOWERS,
+        architecture={
+            "embed_dim": 512, "vision": _b32_vision(), "activation": "quick_gelu", "layer_norm_eps": 1e-5,
+            "context_length": 128,  # sentence_bert_config.json's max_seq_length
+            "text": _multilingual_text("distilbert", 119547, 6, 512, 0, 1e-12, "linear", None, mask_pad_ids=False),
+        },
+        normalize=False,  # Weaviate's sentence-transformers path returns the raw projections
+        tokenizer=TokenizerSpec("hf_tokenizer", ("tokenizer.json",), 128),
+        image=ST_CLIP_IMAGE,
+        aliases=("sentence-transformers-clip-ViT-B-32-multilingual-v1",
+                 "sentence-transformers/clip-ViT-B-32-multilingual-v1"),
+    ),
     ModelSpec(
         name="imagebind_huge", family="imagebind",
         description="Meta ImageBind (huge): text, image, audio, video, depth, thermal and IMU in one 1024-d space",

@@ -40,7 +40,7 @@ CONTAINERS_CONF = Path("/etc/containers/containers.conf")
 APT_PACKAGES = ("podman", "runc", "debootstrap")
 INDEX_PORT = int(os.environ.get("HANDSPRING_TORCH_INDEX_PORT", "47813"))
 # What the build context holds (the Dockerfile's COPY sources; .dockerignore keeps the rest out).
-CONTEXT_FILES = ("requirements.txt", "handspring_models", "app", "scripts/compile_bytecode.py", ".dockerignore")
+CONTEXT_FILES = ("requirements.txt", "pyproject.toml", "handspring_models", "app", "scripts/compile_bytecode.py", ".dockerignore")
 
 
 def log(message: str) -> None:

@@ -116,6 +116,20 @@ def tiny_weights(tiny_hf, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_demo_weights(tmp_path_factory) -> Path:
+    """A tiny CLIP written by `python -m handspring_models.weights random`'s code (what `make run`
+    serves offline, labelled as the random demo), at a tiny size."""
+    from handspring_models.clip.model import CLIPConfig, TextConfig, VisionConfig
+    from handspring_models.weights import random_weights
+
+    tiny = CLIPConfig(embed_dim=32, vision=VisionConfig(width=64, layers=2, heads=2),
+                      text=TextConfig(width=64, layers=2, heads=2))
+    out = tmp_path_factory.mktemp("tiny_demo_weights")
+    random_weights("clip_vit_b_32", out, seed=1, architecture=tiny)
+    return out
+
+
+@pytest.fixture(scope="session")
 def full_hf(tmp_path_factory, bpe_path):
     """A full-size ViT-B/32 with random weights, for fidelity."""
     folder = tmp_path_factory.mktemp("full_hf")

@@ -173,7 +173,7 @@ def test_meta(client, tiny_clip, tiny_weights):
     assert meta["precision"] == {"requested": "fp32", "resolved": "fp32"}
     config = json.loads((tiny_weights / "config.json").read_text())
     assert meta["weights"] == {"dir": str(tiny_weights), "manifest_sha256": tiny_clip.manifest_sha256,
-                               "source": config["source"], "license": config["license"]}
+                               "source": config["source"], "license": config["license"], "random": False}
     assert meta["version"] == handspring_models.__version__
     assert set(meta["batching"]) == {"window_ms", "max_batch", "preprocess_workers", "threads", "take_turns"}
     assert set(meta["limits"]) == {"max_body_bytes", "max_items", "max_image_pixels", "max_concurrent_requests",

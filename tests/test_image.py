@@ -201,6 +201,17 @@ def test_meta_describes_the_same_model_as_outside(clip_container, host_service):
     assert inside["precision"]["resolved"] == outside["precision"]["resolved"]
 
 
+def test_the_try_page_is_served_from_the_image(clip_container):
+    """GET / and its assets, the very files of app/static (the image must copy them)."""
+    import urllib.request
+
+    from app.ui import ASSETS, STATIC
+
+    for path, file in [("/", STATIC / "index.html"), *((f"/ui/{name}", STATIC / name) for name in ASSETS)]:
+        with urllib.request.urlopen(clip_container.url + path, timeout=30) as response:
+            assert response.status == 200 and response.read() == file.read_bytes(), path
+
+
 def test_sigterm_ends_it_with_status_zero(clip_image, run):
     container = run(clip_image)
     container.wait_ready(120)

@@ -301,7 +301,9 @@ def test_final_stage_is_small_and_unprivileged(dockerfile):
     from_stages = sorted(c.flags()["from"] for c in copies if "from" in c.flags())
     assert from_stages == ["deps", "weights"]
     context_sources = sorted(w for c in copies if "from" not in c.flags() for w in c.words()[:-1])
-    assert context_sources == ["app/", "handspring_models/"], "the final stage copies more than the code"
+    # pyproject.toml: the version /meta reports (the image runs the code from /app, not installed)
+    assert context_sources == ["app/", "handspring_models/", "pyproject.toml"], \
+        "the final stage copies more than the code"
 
 
 def test_copy_from_names_existing_stages(dockerfile):
@@ -343,7 +345,8 @@ def test_every_context_copy_exists_and_is_not_dockerignored(dockerfile):
 
 def test_dockerignore_keeps_everything_else_out():
     patterns = dockerignore_patterns()
-    for kept in ("requirements.txt", "app/main.py", "handspring_models/weights/__init__.py",
+    for kept in ("requirements.txt", "app/main.py", "app/static/index.html", "app/static/app.js",
+                 "handspring_models/weights/__init__.py",
                  "weights/clip_vit_b_32/text.safetensors"):
         assert not is_ignored(kept, patterns), kept
     for left_out in (".git/HEAD", ".venv/bin/python", ".env", "tests/conftest.py", "bench/results/run.json",

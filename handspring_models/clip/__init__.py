@@ -23,14 +23,27 @@ __all__ = ["Embedder", "convert", "random_weights", "missing_download_files"]
 MERGES = "merges.txt"
 
 
-def convert(src: Path, spec, out: Path, merges: Path | None = None, source: str | None = None) -> None:
-    """A Hugging Face ``CLIPModel`` folder or OpenAI's ``.pt`` -> a weights folder. The BPE merges
-    come from ``merges``, else from beside ``src`` (``merges.txt`` or OpenAI's
-    ``bpe_simple_vocab_16e6.txt.gz``)."""
+def convert(src: Path, spec, out: Path, merges: Path | None = None, source: str | None = None,
+            image_src: Path | None = None) -> None:
+    """A checkpoint as the entry's ``source.format`` publishes it -> a weights folder:
+    ``open_clip`` (a Hub folder with ``open_clip_config.json``), ``sentence_transformers`` (a
+    folder with ``modules.json``), else a Hugging Face ``CLIPModel`` folder or OpenAI's ``.pt``.
+    CLIP's BPE merges come from ``merges``, else from beside ``src`` (``merges.txt`` or OpenAI's
+    ``bpe_simple_vocab_16e6.txt.gz``); a ``tokenizer.json`` tokenizer from the model's folder."""
     from . import checkpoint as ckpt
+    from . import library_formats
 
+    if image_src is not None:
+        raise WeightsError(f"{spec.name} is published as one folder: --image-src is not used")
+    tokenizer_folder = src if src.is_dir() else src.parent
     try:
-        if src.is_dir():
+        if spec.source.format == "open_clip":
+            config, state = library_formats.from_open_clip(src)
+            default_source = f"open_clip:{src.name}"
+        elif spec.source.format == "sentence_transformers":
+            config, state, tokenizer_folder = library_formats.from_sentence_transformers(src)
+            default_source = f"sentence_transformers:{src.name}"
+        elif src.is_dir():
             if not (src / "config.json").is_file():
                 raise WeightsError(f"{src}: a Hugging Face CLIPModel folder needs config.json")
             config, state = ckpt.load_hf_folder(src)
@@ -39,11 +52,24 @@ def convert(src: Path, spec, out: Path, merges: Path | None = None, source: str 
             state = ckpt.load_openai_state_dict(src)
             config = ckpt.config_from_openai(state)
             default_source = f"openai:{src.name}"
-    except ckpt.CheckpointError as e:
+    except ValueError as e:  # CheckpointError and the library formats' errors
         raise WeightsError(str(e)) from None
     _check_fits(config, state)
-    write_folder(out, spec, config.to_dict(), ckpt.split_by_modality(state), {MERGES: find_merges(src, spec, merges)},
+    write_folder(out, spec, config.to_dict(), ckpt.split_by_modality(state),
+                 _tokenizer_files(spec, src, tokenizer_folder, merges),
                  source if source is not None else default_source)
+
+
+def _tokenizer_files(spec, src: Path, folder: Path, merges: Path | None) -> dict[str, Path]:
+    """The entry's tokenizer files: CLIP's BPE merges (ours), or a ``tokenizer.json`` read with
+    Hugging Face ``tokenizers`` (sentence-transformers' CLIP runs transformers' tokenizer)."""
+    if spec.tokenizer.kind == "clip_bpe":
+        return {MERGES: find_merges(src, spec, merges)}
+    files = {name: folder / name for name in spec.tokenizer.files}
+    missing = [str(path) for path in files.values() if not path.is_file()]
+    if missing:
+        raise WeightsError(f"the tokenizer's files are missing: {', '.join(missing)}")
+    return files
 
 
 def find_merges(src: Path, spec, explicit: Path | None = None) -> Path:
@@ -60,7 +86,13 @@ def find_merges(src: Path, spec, explicit: Path | None = None) -> Path:
 
 
 def missing_download_files(spec, folder: Path) -> list[str]:
-    """Older Hub snapshots have only the pickle: fetch it instead of model.safetensors."""
+    """Older Hub snapshots have only the pickle: fetch it instead of the safetensors file."""
+    if spec.source.format == "open_clip":
+        if (folder / "open_clip_model.safetensors").is_file():
+            return []
+        return ["open_clip_config.json", "open_clip_pytorch_model.bin"]
+    if spec.source.format == "sentence_transformers":
+        return []  # its file patterns take whichever weights file the module folder has
     if (folder / "model.safetensors").is_file():
         return []
     return [name for name in spec.source.files if name != "model.safetensors"] + ["pytorch_model.bin"]
@@ -91,8 +123,14 @@ def random_weights(spec, out: Path, seed: int = 0, architecture: CLIPConfig | No
         else:
             torch.nn.init.normal_(p, std=p.shape[-1] ** -0.5 if p.dim() > 1 else 0.02)
     out.mkdir(parents=True, exist_ok=True)
-    write_folder(out, spec, config.to_dict(), ckpt.split_by_modality(model.state_dict()),
-                 {MERGES: stand_in_merges(out / MERGES, config.text.vocab_size)}, random_source(seed), license="none")
+    if spec.tokenizer.kind == "clip_bpe":
+        tokenizer = {MERGES: stand_in_merges(out / MERGES, config.text.vocab_size)}
+    else:  # a tokenizer.json (sentence-transformers' CLIP): a stand-in in CLIP's special-token layout
+        from ..text.stand_in import stand_in_tokenizer
+
+        tokenizer = {name: stand_in_tokenizer(out / name, "clip") for name in spec.tokenizer.files}
+    write_folder(out, spec, config.to_dict(), ckpt.split_by_modality(model.state_dict()), tokenizer,
+                 random_source(seed), license="none")
 
 
 def stand_in_merges(path: Path, vocab_size: int) -> Path:

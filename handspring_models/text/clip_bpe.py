@@ -20,16 +20,21 @@ SOT = "<|startoftext|>"
 EOT = "<|endoftext|>"
 END_OF_WORD = "</w>"
 
-_SPLIT_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+# How a text may spell the two special tokens to get them: OpenAI's tokenizer takes its own names;
+# open_clip's (the same BPE otherwise) takes "<start_of_text>" and "<end_of_text>" instead, and
+# reads a typed "<|endoftext|>" as plain text.
+OPENAI_TYPED_SPECIALS = (SOT, EOT)
 
 
-@functools.lru_cache(maxsize=1)
-def _patterns():
+@functools.lru_cache(maxsize=4)
+def _patterns(typed_specials: tuple[str, str] = OPENAI_TYPED_SPECIALS):
     """(split, whitespace) patterns. ``regex`` and ``ftfy`` take ~0.1 s to import: they load on the
     first tokenizer built (in its own thread, beside the weights), not when the package is imported."""
     import regex
 
-    return regex.compile(_SPLIT_PATTERN, regex.IGNORECASE), regex.compile(r"\s+")
+    specials = "|".join(regex.escape(t) for t in typed_specials)
+    return regex.compile(f"{specials}|{_SPLIT_PATTERN}", regex.IGNORECASE), regex.compile(r"\s+")
 
 
 @functools.lru_cache(maxsize=1)
@@ -74,7 +79,8 @@ def read_merges(path: str | Path, count: int = 49152 - 256 - 2) -> list[tuple[st
 
 
 class Tokenizer:
-    def __init__(self, merges: list[tuple[str, str]], context_length: int = 77):
+    def __init__(self, merges: list[tuple[str, str]], context_length: int = 77,
+                 typed_specials: tuple[str, str] = OPENAI_TYPED_SPECIALS):
         self.context_length = context_length
         self.byte_encoder = bytes_to_unicode()
         symbols = list(self.byte_encoder.values())
@@ -86,15 +92,17 @@ class Tokenizer:
         self.sot_id = self.encoder[SOT]
         self.eot_id = self.encoder[EOT]
         self.vocab_size = len(self.encoder)
-        self._split = _patterns()[0]
+        self._split = _patterns(tuple(typed_specials))[0]
         import ftfy  # noqa: F401 - loaded here, in the building thread, not on the first text
 
         # Special tokens typed into a text are kept whole, as the original does.
-        self._cache: dict[str, tuple[str, ...]] = {SOT: (SOT,), EOT: (EOT,)}
+        typed_sot, typed_eot = typed_specials
+        self._cache: dict[str, tuple[str, ...]] = {typed_sot: (SOT,), typed_eot: (EOT,)}
 
     @classmethod
-    def from_file(cls, path: str | Path, context_length: int = 77) -> "Tokenizer":
-        return cls(read_merges(path), context_length)
+    def from_file(cls, path: str | Path, context_length: int = 77,
+                  typed_specials: tuple[str, str] = OPENAI_TYPED_SPECIALS) -> "Tokenizer":
+        return cls(read_merges(path), context_length, typed_specials)
 
     def _bpe(self, token: str) -> tuple[str, ...]:
         cached = self._cache.get(token)
@@ -151,5 +159,7 @@ class Tokenizer:
 
 
 def from_spec(spec, folder: Path) -> Tokenizer:
-    """The registry's loader (``handspring_models.text``): ``spec.files[0]`` holds the merges."""
-    return Tokenizer.from_file(folder / spec.files[0], spec.context_length)
+    """The registry's loader (``handspring_models.text``): ``spec.files[0]`` holds the merges;
+    option ``typed_specials``: how a text spells the special tokens (OpenAI's names by default)."""
+    typed = tuple(spec.options.get("typed_specials", OPENAI_TYPED_SPECIALS))
+    return Tokenizer.from_file(folder / spec.files[0], spec.context_length, typed)

@@ -1,6 +1,6 @@
 """Command line for weights folders::
 
-    python -m handspring_models.weights list
+    python -m handspring_models.weights list [DIR]
     python -m handspring_models.weights download clip_vit_b_32 [--out DIR]
     python -m handspring_models.weights convert SRC --model clip_vit_b_32 --out DIR
     python -m handspring_models.weights convert imagebind_huge.pth --model imagebind_huge --out DIR
@@ -9,16 +9,19 @@
     python -m handspring_models.weights ensure clip_vit_b_32 --out DIR   # what `make run` uses
 
 A model is named by its registry name or any alias (``python -m handspring_models.weights list``).
+The same commands are ``handspring weights ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from ..registry import find_model, list_models
-from . import WeightsError, convert, default_weights_dir, download, ensure, random_weights, verify, write_atomically
+from . import (CONFIG, MANIFEST, WeightsError, convert, default_weights_dir, download, ensure, home, random_weights,
+               verify, write_atomically)
 
 
 def _models_table() -> str:
@@ -30,12 +33,33 @@ def _models_table() -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths)) + "  " + r[4] for r in rows)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m handspring_models.weights",
+def list_folders(root: Path) -> None:
+    """One line per weights folder under ``root``, from its config and manifest (sizes, not
+    checksums: ``verify`` reads every byte)."""
+    folders = sorted(p.parent for p in root.glob(f"*/{CONFIG}")) if root.is_dir() else []
+    print(f"weights folders in {root}:" if folders else f"no weights folders in {root}")
+    for folder in folders:
+        try:
+            config = json.loads((folder / CONFIG).read_text())
+            files = json.loads((folder / MANIFEST).read_text())["files"]
+        except (OSError, ValueError, KeyError) as e:
+            print(f"  {folder}  unreadable: {e}")
+            continue
+        complete = all((folder / name).is_file() and (folder / name).stat().st_size == entry["bytes"]
+                       for name, entry in files.items())
+        size = sum(entry["bytes"] for entry in files.values()) / 1e6
+        print(f"  {folder}  {config.get('model')}  {size:.0f} MB  {'complete' if complete else 'INCOMPLETE'}"
+              f"  source: {config.get('source')}  licence: {config.get('license')}")
+
+
+def parser(prog: str = "python -m handspring_models.weights") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog,
                                 description="Make, fetch and check Handspring weights folders.",
                                 epilog="Models: `list` shows every name and alias.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sub.add_parser("list", help="the models of the registry, with their aliases and licences")
+    c = sub.add_parser("list", help="the models of the registry (aliases, licences), and the weights folders in DIR")
+    c.add_argument("root", type=Path, nargs="?", metavar="DIR",
+                   help="default: the library's cache, $HANDSPRING_HOME (~/.cache/handspring)")
     c = sub.add_parser("download", help="fetch the official checkpoint (Hugging Face Hub or the authors' URL) "
                                         "and convert it")
     c.add_argument("model", help="a model's name or alias")
@@ -61,11 +85,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m handspring_models.weights") -> int:
+    args = parser(prog).parse_args(argv)
     try:
         if args.command == "list":
-            print(_models_table())
+            print(_models_table() + "\n")
+            list_folders(args.root or home())
         elif args.command == "download":
             out = args.out or default_weights_dir(find_model(args.model).name)
             write_atomically(out, lambda staging: download(args.model, staging))

@@ -42,7 +42,10 @@ def download(model: str, out: Path) -> None:
     fetch_more = getattr(spec.family_module(), "missing_download_files", None)
     if fetch_more is not None and (more := fetch_more(spec, folder)):  # e.g. only the older pickle is there
         folder = Path(hub_download(source.repo_id, more))
-    convert(folder, spec.name, out, source=f"huggingface:{source.repo_id}@{folder.name}")  # folder: the revision
+    extra = getattr(spec.family_module(), "download_options", None)
+    options = extra(spec) if extra is not None else {}  # e.g. the image tower's folder, published apart
+    convert(folder, spec.name, out, source=f"huggingface:{source.repo_id}@{folder.name}",  # folder: the revision
+            **options)
 
 
 def random_weights(model: str, out: Path, seed: int = 0, architecture=None) -> None:
