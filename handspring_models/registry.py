@@ -124,7 +124,6 @@ def _openai_clip(name: str, repo_id: str, description: str, image_size: int, pat
     )
 
 
-<<<<<<< HEAD
 def _siglip_architecture(image_size: int, patch_size: int, vocab_size: int, width: int = 1152, layers: int = 27,
                          heads: int = 16, mlp_width: int = 4304) -> dict:
     """``handspring_models.siglip.SiglipConfig.to_dict()``: both towers of one width (so400m by
@@ -162,7 +161,6 @@ def _siglip(name: str, repo_id: str, description: str, architecture: dict, versi
     )
 
 
-=======
 OPEN_CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors", "merges.txt", "tokenizer.json")
 OPEN_CLIP_LICENSE = "MIT"  # the LAION OpenCLIP models' cards
 # open_clip's tokenizer is OpenAI's BPE, but a text gets the special tokens by typing these names
@@ -203,7 +201,6 @@ ST_CLIP_TOKENIZER = TokenizerSpec("hf_tokenizer", ("tokenizer.json",), 77, Mappi
 # sentence-transformers' image processor (transformers' CLIPImageProcessor) floors the crop offset.
 ST_CLIP_IMAGE = ImageRecipe(224, crop_rounding="floor")
 
->>>>>>> main
 IMAGEBIND_MODALITIES = ("text", "image", "audio", "video", "depth", "thermal", "imu")
 
 MODELS: tuple[ModelSpec, ...] = (
