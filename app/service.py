@@ -218,6 +218,7 @@ class Service:
         spec = getattr(e, "spec", None)
         normalized = getattr(e, "normalize", True)
         describe = getattr(e, "describe_output", None)
+        extra = getattr(e, "meta_extra", None)  # what a family has to say of itself (SigLIP's loss scalars)
         return {
             "model": e.model_name,
             "aliases": list(getattr(e, "aliases", ())),
@@ -229,6 +230,7 @@ class Service:
             "output": describe() if callable(describe) else
             ("unit vectors (L2-normalized)" if normalized else "the model's raw outputs (not normalized)"),
             **({"weaviate_default_normalized": spec.normalize} if spec is not None else {}),
+            **({"model_extra": extra()} if callable(extra) else {}),
             "precision": {"requested": e.requested_precision, "resolved": e.precision},
             "weights": {
                 "dir": str(e.weights_dir),

@@ -62,9 +62,48 @@ def _hf_clip_reference(folder: Path, dtype: torch.dtype) -> Reference:
     return Reference(images, lambda t: tokenizer(t, padding=True, truncation=True, return_tensors="pt"), texts)
 
 
+def _hf_siglip(spec, root: Path, seed: int, quick: bool, log) -> Path:
+    """A transformers SiglipModel of the entry's shape (tiny in quick mode), with its tokenizer and
+    preprocessor files, saved as published."""
+    from tests.siglip.conftest import build_for_entry
+
+    build_for_entry(spec, root / "hf", seed, tiny=quick)
+    return root / "hf"
+
+
+def _hf_siglip_reference(folder: Path, dtype: torch.dtype) -> Reference:
+    """transformers' SiglipModel as its model card runs it: texts padded to 64 (SigLIP 2's
+    lower-cased, as ours), no attention mask, features not normalized."""
+    import warnings
+
+    from transformers import AutoTokenizer, SiglipModel
+
+    model = SiglipModel.from_pretrained(folder).eval().to(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    lower = type(tokenizer).__name__ != "SiglipTokenizer"  # SigLIP 2: Gemma's tokenizer
+
+    def tokenize(texts):
+        texts = [t.lower() for t in texts] if lower else texts
+        ids = tokenizer(texts, padding="max_length", max_length=64, truncation=True, return_tensors="pt")
+        return {"input_ids": ids["input_ids"]}
+
+    @torch.no_grad()
+    def images(pixels):
+        return model.get_image_features(pixel_values=pixels.to(dtype)).pooler_output.float()
+
+    @torch.no_grad()
+    def texts(tokens):
+        return model.get_text_features(**tokens).pooler_output.float()
+
+    return Reference(images, tokenize, texts)
+
+
 # published format -> (build a checkpoint with the reference library, load the reference)
 REFERENCES: dict[str, tuple[Callable, Callable]] = {
     "hf_clip": (_hf_clip, _hf_clip_reference),
+    "hf_siglip": (_hf_siglip, _hf_siglip_reference),
 }
 
 

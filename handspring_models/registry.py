@@ -124,6 +124,43 @@ def _openai_clip(name: str, repo_id: str, description: str, image_size: int, pat
     )
 
 
+def _siglip_architecture(image_size: int, patch_size: int, vocab_size: int, width: int = 1152, layers: int = 27,
+                         heads: int = 16, mlp_width: int = 4304) -> dict:
+    """``handspring_models.siglip.SiglipConfig.to_dict()``: both towers of one width (so400m by
+    default), 64 tokens of text."""
+    tower = {"width": width, "layers": layers, "heads": heads, "mlp_width": mlp_width}
+    return {
+        "vision": {"image_size": image_size, "patch_size": patch_size, **tower},
+        "text": {"context_length": 64, "vocab_size": vocab_size, **tower, "embed_dim": width},
+        "activation": "gelu_tanh",
+        "layer_norm_eps": 1e-6,
+    }
+
+
+# SigLIP: SentencePiece with transformers' SiglipTokenizer rewriting (lower-case, no ASCII
+# punctuation, collapsed whitespace). SigLIP 2: Gemma's tokenizer on the lower-cased text.
+SIGLIP_SENTENCEPIECE = TokenizerSpec("siglip_sentencepiece", ("spiece.model", "tokenizer_config.json"), 64)
+GEMMA_LOWER_CASE = TokenizerSpec("gemma", ("tokenizer.json",), 64, MappingProxyType({"lowercase": True}))
+SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
+GOOGLE_APACHE = "Apache-2.0"
+
+
+def _siglip(name: str, repo_id: str, description: str, architecture: dict, version: int,
+            weaviate_tag: str | None = None) -> ModelSpec:
+    tokenizer = SIGLIP_SENTENCEPIECE if version == 1 else GEMMA_LOWER_CASE
+    return ModelSpec(
+        name=name, family="siglip", description=description, license=GOOGLE_APACHE,
+        source=Source("hf_siglip", repo_id=repo_id,
+                      files=("config.json", "model.safetensors", "preprocessor_config.json", *tokenizer.files)),
+        modalities=("text", "image"), components=CLIP_TOWERS, architecture=architecture,
+        normalize=False,  # Weaviate's SigLIP path returns get_*_features as they come
+        tokenizer=tokenizer,
+        image=ImageRecipe(architecture["vision"]["image_size"], resize="squash",
+                          resample="bicubic" if version == 1 else "bilinear", mean=SIGLIP_MEAN, std=SIGLIP_STD),
+        aliases=(repo_id, *((weaviate_tag,) if weaviate_tag else ())),
+    )
+
+
 OPEN_CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors", "merges.txt", "tokenizer.json")
 OPEN_CLIP_LICENSE = "MIT"  # the LAION OpenCLIP models' cards
 # open_clip's tokenizer is OpenAI's BPE, but a text gets the special tokens by typing these names
@@ -245,6 +282,20 @@ MODELS: tuple[ModelSpec, ...] = (
         tokenizer=CLIP_BPE, image=ImageRecipe(224),
         aliases=("imagebind",),
     ),
+    _siglip("siglip_so400m_patch14_384", "google/siglip-so400m-patch14-384",
+            "Google SigLIP so400m/14 at 384 px (2023), 1152-d, English", _siglip_architecture(384, 14, 32000), 1),
+    _siglip("siglip_so400m_patch16_256_i18n", "google/siglip-so400m-patch16-256-i18n",
+            "Google SigLIP so400m/16 at 256 px, multilingual, 1152-d", _siglip_architecture(256, 16, 250000), 1,
+            weaviate_tag="google-siglip-so400m-patch16-256-i18n"),
+    _siglip("siglip2_base_patch16_224", "google/siglip2-base-patch16-224",
+            "Google SigLIP 2 base/16 at 224 px (2025), multilingual, 768-d: the family's CPU default",
+            _siglip_architecture(224, 16, 256000, width=768, layers=12, heads=12, mlp_width=3072), 2),
+    _siglip("siglip2_so400m_patch16_384", "google/siglip2-so400m-patch16-384",
+            "Google SigLIP 2 so400m/16 at 384 px, multilingual, 1152-d", _siglip_architecture(384, 16, 256000), 2,
+            weaviate_tag="google-siglip2-so400m-patch16-384"),
+    _siglip("siglip2_so400m_patch16_512", "google/siglip2-so400m-patch16-512",
+            "Google SigLIP 2 so400m/16 at 512 px, multilingual, 1152-d", _siglip_architecture(512, 16, 256000), 2,
+            weaviate_tag="google-siglip2-so400m-patch16-512"),
 )
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 LOADERS = {
     "clip_bpe": "handspring_models.text.clip_bpe:from_spec",
     "hf_tokenizer": "handspring_models.text.hf_tokenizer:from_spec",
+    "siglip_sentencepiece": "handspring_models.text.siglip:sentencepiece_from_spec",
+    "gemma": "handspring_models.text.siglip:gemma_from_spec",
 }
 
 
