@@ -46,8 +46,13 @@ run: $(VENV)/.runtime
 	HANDSPRING_FEATURE="$${HANDSPRING_FEATURE:-$(MODEL)}" && \
 	export HANDSPRING_WEIGHTS_DIR HANDSPRING_FEATURE && exec $(VENV)/bin/handspring serve --host 0.0.0.0 --port $(PORT)
 
+# The install tests (a new venv, pip install .) spend their minutes in pip, on the network and the
+# disk, not on the cores: they run beside the rest, and their report follows it.
 test: $(VENV)/.dev
-	$(PY) -m pytest
+	@log=$$(mktemp); $(PY) -m pytest -m install -p no:cacheprovider >"$$log" 2>&1 & install=$$!; \
+	$(PY) -m pytest -m "not install"; status=$$?; \
+	wait $$install; install_status=$$?; echo "--- the install tests (run beside the rest):"; cat "$$log"; \
+	exit $$(( status || install_status ))
 
 test-fast: $(VENV)/.dev
 	$(PY) -m pytest -m "not slow and not image and not install"
