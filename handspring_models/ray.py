@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from .embed.pipeline import prepare_one
 from .embed.sources import Item, suffix_modalities
+from .registry import DEFAULT_MODEL
 
 
 class Embed:
@@ -41,7 +42,7 @@ class Embed:
     which is no use as a key: give texts and bytes an id column. The binary input column is
     dropped from the output; every other column is kept."""
 
-    def __init__(self, feature: str = "clip_vit_b_32", weights_dir: str | Path | None = None, precision: str = "fp32",
+    def __init__(self, feature: str = DEFAULT_MODEL, weights_dir: str | Path | None = None, precision: str = "fp32",
                  column: str = "bytes", modality: str | None = None, id_column: str | None = "path",
                  threads: int | None = None, normalize: bool | None = None):
         import torch
@@ -100,7 +101,7 @@ class Embed:
         return out
 
 
-def embed_dataset(ds, *, feature: str = "clip_vit_b_32", weights_dir: str | Path | None = None,
+def embed_dataset(ds, *, feature: str = DEFAULT_MODEL, weights_dir: str | Path | None = None,
                   precision: str = "fp32", column: str = "bytes", modality: str | None = None,
                   id_column: str | None = "path", batch_size: int = 32, concurrency: int = 1,
                   threads_per_actor: int = 1):
@@ -113,7 +114,7 @@ def embed_dataset(ds, *, feature: str = "clip_vit_b_32", weights_dir: str | Path
         batch_size=batch_size, batch_format="pyarrow", concurrency=concurrency, num_cpus=threads_per_actor)
 
 
-def embed_files(paths, out: str | Path, *, feature: str = "clip_vit_b_32", weights_dir: str | Path | None = None,
+def embed_files(paths, out: str | Path, *, feature: str = DEFAULT_MODEL, weights_dir: str | Path | None = None,
                 precision: str = "fp32", modality: str | None = None, batch_size: int = 32, concurrency: int = 1,
                 threads_per_actor: int = 1) -> None:
     """Read files (paths, folders or URIs Ray can read) -> embed -> ``write_parquet(out)``: one

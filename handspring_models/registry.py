@@ -299,6 +299,10 @@ MODELS: tuple[ModelSpec, ...] = (
 )
 
 
+# What a command or function given no model uses.
+DEFAULT_MODEL = "clip_vit_b_32"
+
+
 class UnknownModelError(ValueError):
     """No model or feature has that name or alias."""
 

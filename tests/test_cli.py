@@ -34,7 +34,7 @@ def test_no_command_prints_the_usage_and_fails(capsys):
 
 def test_an_unknown_command_names_the_known_ones(capsys):
     assert main(["vectorize"]) == 2
-    assert "serve, weights, models" in capsys.readouterr().err
+    assert "serve, weights, embed, models" in capsys.readouterr().err
 
 
 def test_version(capsys):
@@ -82,3 +82,11 @@ def test_models_lists_every_feature(capsys):
     out = capsys.readouterr().out
     for feature in handspring_models.FEATURES:
         assert feature in out
+
+
+def test_embed_is_the_bulk_embedding_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["embed", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: handspring embed") and "--out" in out

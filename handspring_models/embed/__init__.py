@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..registry import DEFAULT_MODEL
 from .dataset import DoneKeys, OutputError, PartWriter, Rows, describe
 from .sources import Item, SourceError, Sources
 
@@ -54,7 +55,7 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def run(inputs: list[str | Path], out: str | Path, feature: str = "clip_vit_b_32", weights_dir: str | Path | None = None,
+def run(inputs: list[str | Path], out: str | Path, feature: str = DEFAULT_MODEL, weights_dir: str | Path | None = None,
         precision: str = "fp32", *, embedder=None, modalities: list[str] | None = None, column: str | None = None,
         id_column: str | None = None, texts: bool = False, batch_size: int = 32, workers: int | None = None,
         threads: int | None = None, normalize: bool | None = None, row_group_rows: int = 1024,

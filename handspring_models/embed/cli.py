@@ -7,6 +7,8 @@ import logging
 import signal
 import sys
 
+from ..registry import DEFAULT_MODEL
+
 EPILOG = """\
 examples:
   python -m handspring_models.embed photos/ --out vectors/ --weights weights/clip_vit_b_32
@@ -28,7 +30,7 @@ def parser(prog: str = "python -m handspring_models.embed") -> argparse.Argument
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="a folder (recursive), a .txt/.csv/.parquet list of paths or texts, or a webdataset .tar shard")
     p.add_argument("--out", required=True, help="the Parquet dataset directory to write (and resume)")
-    p.add_argument("--feature", default="clip_vit_b_32",
+    p.add_argument("--feature", default=DEFAULT_MODEL,
                    help="a feature (e.g. clip_vit_b_32_image) or a model's name or alias (default clip_vit_b_32)")
     p.add_argument("--weights", dest="weights_dir", help="weights folder (default: the library's folder for the model)")
     p.add_argument("--precision", default="fp32", choices=list(handspring_models.PRECISIONS))
