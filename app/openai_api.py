@@ -61,7 +61,7 @@ async def embeddings(request: Request, service: ServiceDep) -> Response:
 
 
 async def create_embeddings(service: Service, body: bytes, arrived: float) -> bytes:
-    service.require_ready()
+    service.require_ready(arrived)
     job = service.job(arrived)
     request = await service.parse(parse_embeddings, body)
     embedder = service.embedder

@@ -94,6 +94,7 @@ class Service:
         self._parser = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="handspring-parse")
         self._drain: asyncio.Task | None = None
         self.drain_expired = False  # the drain deadline passed with requests still in flight
+        self.drain_began: float | None = None  # time.monotonic() when the drain began
         self.work_abandoned = False  # and work of theirs was dropped unfinished
 
     # ------------------------------------------------------------ lifecycle
@@ -170,6 +171,7 @@ class Service:
 
     async def _stop_once(self) -> None:
         previous, self.state = self.state, "stopping"
+        self.drain_began = time.monotonic()
         self.metrics.ready.set(0)
         if self._load_task is not None and not self._load_task.done():
             self._load_task.cancel()  # the loading thread is a daemon; its result is dropped
@@ -208,9 +210,15 @@ class Service:
             return "shutting down"
         return "model is loading"
 
-    def require_ready(self) -> None:
-        if not self.ready:
-            raise ApiError(503, self.not_ready_message(), headers={"Retry-After": "1"})
+    def require_ready(self, arrived: float | None = None) -> None:
+        """503 unless the model serves. ``arrived``: when a request already taken in arrived; one
+        taken in before a drain began goes on, since the drain owes it its time to finish."""
+        if self.ready:
+            return
+        if (arrived is not None and self.state == "stopping" and self.drain_began is not None
+                and arrived < self.drain_began):
+            return
+        raise ApiError(503, self.not_ready_message(), headers={"Retry-After": "1"})
 
     def meta(self) -> dict:
         self.require_ready()
@@ -279,7 +287,7 @@ class Service:
     async def vectorize(self, body: bytes, arrived: float | None = None) -> bytes:
         """Raw request body -> JSON response body. Raises ApiError for every non-200 answer.
         ``arrived``: ``time.monotonic()`` when the request came in; its deadline counts from it."""
-        self.require_ready()
+        self.require_ready(arrived)
         job = self.job(arrived)
         request = await self.parse(parse_vectorize, body)
         vectors = await self.embed_inputs(request.inputs(), job)

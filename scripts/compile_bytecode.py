@@ -31,12 +31,17 @@ from pathlib import Path
 
 SERVICE_PACKAGES = ("app", "handspring_models")
 ALSO_IMPORTED = ("urllib.request", "PIL.Image", "av")  # the HEALTHCHECK; decoding on first requests
+# Parts of the library the service never imports, whose dependencies (pyarrow, tqdm, ray) the
+# image leaves out: compiled like every file, not imported.
+NOT_THE_SERVICE = ("handspring_models.embed", "handspring_models.ray")
 
 
 def import_the_service() -> None:
     for name in SERVICE_PACKAGES:
         package = importlib.import_module(name)
         for module in pkgutil.walk_packages(package.__path__, name + "."):
+            if module.name in NOT_THE_SERVICE or module.name.startswith(tuple(f"{n}." for n in NOT_THE_SERVICE)):
+                continue
             importlib.import_module(module.name)
     for name in ALSO_IMPORTED:
         try:

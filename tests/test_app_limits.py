@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import logging
+import time
 
 import pytest
 
 import handspring_models
+from app.errors import ApiError
 from app.main import create_app
 from tests import media
 from tests.conftest import encode
@@ -211,6 +214,31 @@ def test_the_drain_answers_what_is_left_at_its_deadline_with_503_and_ready_says_
     assert refused.status_code == 503 and refused.json()["error"] == "shutting down"
     assert answer.status_code == 503 and "drain deadline" in answer.json()["error"]
     assert abandoned is True
+
+
+def test_a_request_taken_in_before_the_drain_is_served_during_it(app_settings, serve_app):
+    """A request admitted before SIGTERM whose body was still arriving when the drain began is
+    served, not refused: the drain owes every request in flight its time to finish."""
+    app, _ = spy_app(app_settings(drain_timeout_s=30))
+
+    async def main():
+        async with serve_app(app) as client:
+            service = app.state.service
+            arrived = time.monotonic()
+            with service.admit():  # taken in; its body not read yet
+                drain = asyncio.create_task(service.drain())
+                await until(lambda: service.state == "stopping", "the drain to begin")
+                late = time.monotonic()
+                answer = await service.vectorize(b'{"texts": ["taken in before the drain"]}', arrived)
+                with pytest.raises(ApiError) as refused:
+                    await service.vectorize(b'{"texts": ["arrived after it began"]}', late)
+            await asyncio.wait_for(drain, 10)
+            return json.loads(answer), refused.value, service.work_abandoned
+
+    answer, refused, abandoned = run(main())
+    assert len(answer["textVectors"]) == 1
+    assert refused.status == 503 and str(refused) == "shutting down"
+    assert abandoned is False
 
 
 def test_a_drain_with_nothing_in_flight_ends_at_once_and_abandons_nothing(app_settings, serve_app):

@@ -64,7 +64,7 @@ def library_venv(tmp_path_factory) -> Path:
 def test_the_library_imports_without_the_servers_dependencies(library_venv):
     code = ("import importlib.util, handspring_models; "
             "print(handspring_models.__version__, handspring_models.__file__, "
-            "[m for m in ('fastapi', 'uvicorn', 'av', 'huggingface_hub') if importlib.util.find_spec(m)])")
+            "[m for m in ('fastapi', 'uvicorn', 'av', 'pyarrow') if importlib.util.find_spec(m)])")
     done = run(library_venv, "python", "-c", code)
     assert done.returncode == 0, done.stderr
     version, location, server_modules = done.stdout.split(" ", 2)
