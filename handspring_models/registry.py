@@ -74,19 +74,6 @@ class ModelSpec:
         """The family's code: imported on first use, so a server loads only its own model's."""
         return importlib.import_module(f"{__package__}.{self.family}")
 
-    def summary(self) -> dict:
-        """What ``list_models`` and ``/meta`` show of an entry."""
-        return {
-            "name": self.name,
-            "aliases": list(self.aliases),
-            "family": self.family,
-            "description": self.description,
-            "modalities": list(self.modalities),
-            "normalize": self.normalize,
-            "license": self.license,
-            "source": self.source.repo_id or self.source.url,
-        }
-
 
 def _clip_architecture(embed_dim: int, image_size: int, patch_size: int, vision_width: int, vision_layers: int,
                        text_width: int, text_layers: int, activation: str = "quick_gelu") -> dict:
