@@ -155,6 +155,28 @@ class Embedder:
             raise InvalidInputError(f"an image must be encoded bytes or a PIL image, not {type(item).__name__}")
         return preprocess_image(item, self.image_recipe)
 
+    @torch.inference_mode()
+    def encode(self, modality: str, prepared: Sequence[torch.Tensor]) -> np.ndarray:
+        """One forward pass over prepared inputs -> [n, dim] float32 (see ``normalize``)."""
+        self.require(modality)
+        if len(prepared) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self._finish(self._forward(modality, prepared))
+
+    def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The family's forward pass over a non-empty list of prepared inputs -> [n, dim]."""
+        raise NotImplementedError
+
+    def warmup(self) -> None:
+        """Run each tower once on dummy input: the first oneDNN call of a shape family is slow
+        (kernel selection), and it should not land on a client's request. (Image and text
+        towers; a family with other modalities overrides it.)"""
+        for modality in self.modalities:
+            if modality == "image":
+                self.encode("image", [torch.zeros(3, self.image_size, self.image_size)])
+            else:
+                self.encode("text", [self.prepare("text", "warm up")])
+
     def _finish(self, vectors: torch.Tensor) -> np.ndarray:
         """A forward pass's output [n, dim] -> float32 numpy, L2-normalized if asked."""
         vectors = vectors.float()

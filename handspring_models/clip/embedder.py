@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from ..embedder import Embedder
@@ -55,23 +54,7 @@ class CLIPEmbedder(Embedder):
             return end_of_text_ids(self.tokenizer, item)
         return self._image_pixels(item)
 
-    @torch.inference_mode()
-    def encode(self, modality: str, prepared: Sequence[torch.Tensor]) -> np.ndarray:
-        """One forward pass over prepared inputs -> [n, dim] float32."""
-        self.require(modality)
-        if len(prepared) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
         if modality == "image":
-            out = self.model.encode_image(torch.stack(list(prepared)).to(self.dtype))
-        else:
-            out = self.model.encode_text(*pad_causal(prepared, self.context_length))
-        return self._finish(out)
-
-    def warmup(self) -> None:
-        """Run each tower once on dummy input: the first oneDNN call of a shape family is slow
-        (kernel selection), and it should not land on a client's request."""
-        for modality in self.modalities:
-            if modality == "image":
-                self.encode("image", [torch.zeros(3, self.image_size, self.image_size)])
-            else:
-                self.encode("text", [self.prepare("text", "warm up")])
+            return self.model.encode_image(torch.stack(list(prepared)).to(self.dtype))
+        return self.model.encode_text(*pad_causal(prepared, self.context_length))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..registry import DEFAULT_MODEL
-from .dataset import DoneKeys, OutputError, PartWriter, Rows, describe
+from .dataset import OutputError, PartWriter, Rows, describe
 from .sources import Item, SourceError, Sources
 
 __all__ = ["run", "main", "Summary", "Sources", "Item", "OutputError", "SourceError", "describe"]

@@ -99,23 +99,16 @@ class ImageBindEmbedder(Embedder):
             return sensors.preprocess_thermal(data, max_pixels=self.max_pixels)
         return sensors.preprocess_imu(data)
 
-    @torch.inference_mode()
-    def encode(self, modality: str, prepared: Sequence[torch.Tensor]) -> np.ndarray:
-        """One forward pass over prepared inputs -> [n, 1024] float32 (unit vectors unless
-        ``normalize=False``)."""
-        self.require(modality)
-        if len(prepared) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
+        """[n, 1024]: unit vectors after ``_finish`` unless ``normalize=False``."""
         if modality == "text":
-            out = self.model.encode_text(*pad_causal(prepared, self.context_length))
-        else:
-            # A video is 15 clips, an audio file 3: chunk so one pass holds at most ~MAX_CLIPS of them
-            # (activation memory grows with clips, and larger passes are no faster).
-            per_item = prepared[0].shape[0] if modality in ("video", "audio") else 1
-            step = max(1, MAX_CLIPS_PER_PASS // per_item)
-            out = torch.cat([self.model.encode(self.spec.components[modality], torch.stack(list(prepared[i:i + step])).to(self.dtype))
-                             for i in range(0, len(prepared), step)])
-        return self._finish(out)
+            return self.model.encode_text(*pad_causal(prepared, self.context_length))
+        # A video is 15 clips, an audio file 3: chunk so one pass holds at most ~MAX_CLIPS of them
+        # (activation memory grows with clips, and larger passes are no faster).
+        per_item = prepared[0].shape[0] if modality in ("video", "audio") else 1
+        step = max(1, MAX_CLIPS_PER_PASS // per_item)
+        return torch.cat([self.model.encode(self.spec.components[modality], torch.stack(list(prepared[i:i + step])).to(self.dtype))
+                          for i in range(0, len(prepared), step)])
 
     def warmup(self) -> None:
         """One small forward per tower, so the first request does not pay oneDNN's kernel selection.

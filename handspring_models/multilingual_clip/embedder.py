@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from ..embedder import Embedder
@@ -46,22 +45,7 @@ class MultilingualCLIPEmbedder(Embedder):
             tokens[row, : len(ids)] = ids
         return tokens, lengths
 
-    @torch.inference_mode()
-    def encode(self, modality: str, prepared: Sequence[torch.Tensor]) -> np.ndarray:
-        """One forward pass over prepared inputs -> [n, dim] float32."""
-        self.require(modality)
-        if len(prepared) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
         if modality == "image":
-            out = self.model.encode_image(torch.stack(list(prepared)).to(self.dtype))
-        else:
-            out = self.model.encode_text(*self._pad_texts(prepared))
-        return self._finish(out)
-
-    def warmup(self) -> None:
-        """Run each tower once on dummy input (oneDNN picks its kernels on the first call of a shape)."""
-        for modality in self.modalities:
-            if modality == "image":
-                self.encode("image", [torch.zeros(3, self.image_size, self.image_size)])
-            else:
-                self.encode("text", [self.prepare("text", "warm up")])
+            return self.model.encode_image(torch.stack(list(prepared)).to(self.dtype))
+        return self.model.encode_text(*self._pad_texts(prepared))

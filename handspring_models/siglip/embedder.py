@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -57,24 +56,8 @@ class SiglipEmbedder(Embedder):
             raise InvalidInputError(f"an image must be encoded bytes or a PIL image, not {type(item).__name__}")
         return preprocess(item, self.image_recipe)
 
-    @torch.inference_mode()
-    def encode(self, modality: str, prepared: Sequence[torch.Tensor]) -> np.ndarray:
-        """One forward pass over prepared inputs -> [n, dim] float32."""
-        self.require(modality)
-        if len(prepared) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
+    def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
         batch = torch.stack(list(prepared))
         if modality == "image":
-            out = self.model.encode_image(batch.to(self.dtype))
-        else:
-            out = self.model.encode_text(batch)
-        return self._finish(out)
-
-    def warmup(self) -> None:
-        """Run each tower once on dummy input: the first oneDNN call of a shape family is slow
-        (kernel selection), and it should not land on a client's request."""
-        for modality in self.modalities:
-            if modality == "image":
-                self.encode("image", [torch.zeros(3, self.image_size, self.image_size)])
-            else:
-                self.encode("text", [self.prepare("text", "warm up")])
+            return self.model.encode_image(batch.to(self.dtype))
+        return self.model.encode_text(batch)
