@@ -31,7 +31,8 @@ def default_loader(settings: Settings):
     options = {"max_seconds": settings.max_media_seconds} if {"audio", "video"} & set(
         handspring_models.find_feature(settings.feature)[2]) else {}
     return handspring_models.load(settings.feature, settings.weights_folder, precision=settings.precision,
-                                  max_pixels=settings.max_image_pixels, normalize=settings.normalize, **options)
+                                  max_pixels=settings.max_image_pixels, normalize=settings.normalize,
+                                  backend=settings.backend, **options)
 
 
 def check_weights(settings: Settings) -> None:

@@ -141,12 +141,12 @@ class Service:
         self.state = "ready"
         self.loaded.set()
         log.info(
-            "loaded %s (model %s, modalities %s, dim %d) precision=%s (requested %s) weights=%s manifest=%s "
+            "loaded %s (model %s, modalities %s, dim %d) precision=%s (requested %s) backend=%s weights=%s manifest=%s "
             "in %.2fs (load and warm-up); threads=%d inference_workers=%d preprocess_workers=%d batch_window_ms=%g "
             "max_batch=%d take_turns=%s; limits: max_concurrent_requests=%d max_prepared_mb=%d "
             "request_timeout_s=%g drain_timeout_s=%g",
             embedder.feature, embedder.model_name, ",".join(embedder.modalities), embedder.dim, embedder.precision,
-            embedder.requested_precision, embedder.weights_dir, embedder.manifest_sha256, seconds,
+            embedder.requested_precision, getattr(embedder, "backend", "torch"), embedder.weights_dir, embedder.manifest_sha256, seconds,
             s.threads, s.inference_workers, s.preprocess_workers, s.batch_window_ms, s.max_batch, s.take_turns,
             s.max_concurrent_requests, s.max_prepared_mb, s.request_timeout_s, s.drain_timeout_s,
         )
@@ -240,6 +240,7 @@ class Service:
             **({"weaviate_default_normalized": spec.normalize} if spec is not None else {}),
             **({"model_extra": extra()} if callable(extra) else {}),
             "precision": {"requested": e.requested_precision, "resolved": e.precision},
+            "backend": getattr(e, "backend", "torch"),
             "weights": {
                 "dir": str(e.weights_dir),
                 "manifest_sha256": e.manifest_sha256,

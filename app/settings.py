@@ -128,9 +128,13 @@ class Settings:
     # as the registry's canonical feature name.
     feature: str = "clip_vit_b_32"
     precision: str = "auto"
+    # The engine of the forward pass: torch, or openvino (the openvino extra; each tower is
+    # converted once and cached beside the weights).
+    backend: str = "torch"
     threads: int = dataclasses.field(default_factory=available_cpus)  # torch threads, all forward passes together
     # Forward passes that run side by side, each on its share of the threads (app/slots.py).
-    # 0: two where there are at least 2 threads, else one.
+    # 0: two where there are at least 2 threads, else one; one on the openvino backend, whose
+    # passes take every thread of their own.
     inference_workers: int = 0
     preprocess_workers: int = dataclasses.field(default_factory=available_cpus)
     # How long a prepared item may wait for items of its modality still being decoded, to share
@@ -182,7 +186,7 @@ class Settings:
         except (handspring_models.UnknownModelError, TypeError):
             pass  # reported by problems()
         if self.inference_workers == 0 and isinstance(self.threads, int) and self.threads >= 1:
-            object.__setattr__(self, "inference_workers", min(2, self.threads))
+            object.__setattr__(self, "inference_workers", 1 if self.backend == "openvino" else min(2, self.threads))
         problems = self.problems()
         if problems:
             raise SettingsError("invalid settings: " + "; ".join(problems))
@@ -194,6 +198,8 @@ class Settings:
                      f"{', '.join(handspring_models.FEATURES)} (or a model's alias: `python -m handspring_models.weights list`)")
         if self.precision not in handspring_models.PRECISIONS:
             p.append(f"{PREFIX}PRECISION={self.precision!r} must be one of {', '.join(handspring_models.PRECISIONS)}")
+        if self.backend not in handspring_models.BACKENDS:
+            p.append(f"{PREFIX}BACKEND={self.backend!r} must be one of {', '.join(handspring_models.BACKENDS)}")
         # inference_workers: 0 (automatic) became a count in __post_init__ unless threads is bad too
         for name, minimum in (("threads", 1), ("inference_workers", 0), ("preprocess_workers", 1), ("max_batch", 1),
                               ("max_body_bytes", 1), ("max_items", 1), ("max_image_pixels", 1),
@@ -240,6 +246,8 @@ class Settings:
             values["feature"] = v
         if (v := raw("PRECISION")) is not None:
             values["precision"] = v.lower()
+        if (v := raw("BACKEND")) is not None:
+            values["backend"] = v.lower()
         if (v := raw("LOG_LEVEL")) is not None:
             values["log_level"] = v.upper()
         if (v := raw("API_KEY")) is not None:

@@ -25,17 +25,19 @@ from .embedder import Embedder, MissingModalityError
 from .errors import InvalidInputError
 from .inputs.image import DEFAULT_MAX_PIXELS
 from .registry import FEATURES, ModelSpec, UnknownModelError, find_feature, find_model, list_models
+from .runtime.backends import BACKENDS
 from .runtime.precision import PRECISIONS
 from ._version import distribution_version
 from .weights import WeightsError, default_weights_dir
 
 __version__ = distribution_version()
 __all__ = ["load", "list_models", "find_model", "find_feature", "FEATURES", "PRECISIONS", "Embedder",
-           "ModelSpec", "MissingModalityError", "InvalidInputError", "UnknownModelError", "WeightsError"]
+           "BACKENDS", "ModelSpec", "MissingModalityError", "InvalidInputError", "UnknownModelError", "WeightsError"]
 
 
 def load(feature: str, weights_dir: str | Path | None = None, precision: str = "fp32",
-         max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool | None = None, **options) -> Embedder:
+         max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool | None = None, backend: str = "torch",
+         **options) -> Embedder:
     """Load a feature (or a whole model, by its name or alias).
 
     ``weights_dir``: a folder as ``python -m handspring_models.weights convert --out`` writes it;
@@ -43,8 +45,11 @@ def load(feature: str, weights_dir: str | Path | None = None, precision: str = "
     ``precision``: ``fp32`` (exact), ``bf16`` or ``auto`` (bf16 where the CPU runs it natively).
     ``normalize``: L2-normalize the vectors; None (the default) does what Weaviate's own container
     does for this model (``find_model(name).normalize``).
+    ``backend``: ``torch`` (default) or ``openvino`` (the ``openvino`` extra: each tower converted
+    once and cached beside the weights; see ``handspring_models.runtime.openvino_towers``).
     ``options``: the family's own, e.g. ImageBind's ``max_seconds`` (the longest audio or video)."""
     spec, feature, modalities = find_feature(feature)
     folder = Path(weights_dir) if weights_dir is not None else default_weights_dir(spec.name)
     embedder_class = spec.family_module().Embedder
-    return embedder_class(spec, feature, modalities, folder, precision, max_pixels, normalize, **options)
+    return embedder_class(spec, feature, modalities, folder, precision, max_pixels, normalize,
+                          backend=backend, **options)

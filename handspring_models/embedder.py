@@ -12,6 +12,7 @@ subclasses it with the model's own maths.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,7 @@ from PIL import Image
 
 from .inputs.image import DEFAULT_MAX_PIXELS, InvalidInputError, decode_image, preprocess_image, warn_if_pillow_limits
 from .registry import ModelSpec
+from .runtime import backends
 from .runtime import precision as precision_modes
 from .runtime.kernels import pack_linear_weights
 from .text import load_tokenizer
@@ -40,13 +42,18 @@ class Embedder:
     ``prepare``/``encode``/``warmup``.
 
     ``normalize``: L2-normalize the vectors; None takes the registry entry's convention (what
-    Weaviate's own container returns for the model)."""
+    Weaviate's own container returns for the model).
+
+    ``backend``: ``torch`` runs our modules eagerly; ``openvino`` converts each tower once (see
+    ``runtime.openvino_towers``) and runs it with OpenVINO. A family opts in by naming its towers
+    in ``TOWERS`` and building their inputs in ``_batch``."""
 
     # What the vectors are when not normalized (``describe_output``).
     RAW_OUTPUT = "the model's raw projections (not normalized)"
 
     def __init__(self, spec: ModelSpec, feature: str, modalities: tuple[str, ...], folder: Path,
-                 precision: str = "fp32", max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool | None = None):
+                 precision: str = "fp32", max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool | None = None,
+                 backend: str = "torch"):
         self.spec = spec
         self.feature = feature
         self.model_name, self.modalities = spec.name, tuple(modalities)
@@ -60,6 +67,7 @@ class Embedder:
             warn_if_pillow_limits(max_pixels)
         self.dtype = precision_modes.DTYPES[self.precision]
 
+        self.backend = backends.resolve(backend)
         meta = read_config(folder)
         if meta.get("model") != self.model_name:
             raise WeightsError(f"{folder / 'config.json'} holds {meta.get('model')!r}, not {self.model_name!r}")
@@ -80,25 +88,81 @@ class Embedder:
             pool = ThreadPoolExecutor(1, thread_name_prefix="handspring-tokenizer")
             tokenizer = pool.submit(self._load_tokenizer, folder)
             pool.shutdown(wait=False)  # the submitted build still runs; result() below waits for it
+        self.model, self.packed_weights = None, 0
+        if self.backend == "torch":
+            self.model = self._load_model(meta, self.dtype)
+            self.packed_weights = pack_linear_weights(self.model)
+            self.extras = self._extras(self.model)
+        self.tokenizer = tokenizer.result() if tokenizer is not None else None
+        if self.backend == "openvino":  # after the tokenizer: a text tower is traced on real token ids
+            self._compiled, self.extras = self._compile_towers(meta)
+
+    def _load_model(self, meta: dict, dtype: torch.dtype) -> torch.nn.Module:
+        """The family's model with this feature's weights in it, in eval mode, weights unpacked."""
         with torch.device("meta"):  # no memory for weights about to be replaced
             model = self._build_model()
         state: dict[str, torch.Tensor] = {}
         for component in self._components():
             filename = meta["components"].get(component)
             if filename is None:
-                raise WeightsError(f"{folder / 'config.json'} lists no {component} component")
-            state.update(load_component(folder, filename, self.dtype, mapped=self.LOOKUP_TABLES.get(component, ())))
+                raise WeightsError(f"{self.weights_dir / 'config.json'} lists no {component} component")
+            state.update(load_component(self.weights_dir, filename, dtype, mapped=self.LOOKUP_TABLES.get(component, ())))
         self._adjust_state(state)
         try:
             model.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as e:
-            raise WeightsError(f"weights in {folder} do not fit the {self.model_name} architecture: {e}") from None
+            raise WeightsError(f"weights in {self.weights_dir} do not fit the {self.model_name} architecture: {e}") from None
         del state  # the model holds the only reference now, so packing frees each dense weight as it goes
-        self.model = model.eval().requires_grad_(False)
-        self.packed_weights = pack_linear_weights(self.model)
-        self.tokenizer = tokenizer.result() if tokenizer is not None else None
+        return model.eval().requires_grad_(False)
+
+    def _compile_towers(self, meta: dict) -> tuple[dict, dict]:
+        """Each modality's tower, converted once (cached beside the weights, else in the user
+        cache) and compiled by OpenVINO. The PyTorch weights are read only to convert."""
+        from .runtime import openvino_towers
+        from .weights import home
+
+        missing = [m for m in self.modalities if m not in self.TOWERS]
+        if missing:
+            raise backends.BackendUnavailableError(
+                f"the openvino backend has no tower for {self.model_name}'s {', '.join(missing)}; use backend='torch'")
+        family_dir = Path(inspect.getfile(type(self))).parent
+        code = [*family_dir.glob("*.py"), *Path(__file__).parent.joinpath("runtime").glob("*.py")]
+        roots = [self.weights_dir / "openvino", home() / "openvino" / self.model_name]
+        fp32_model: list[torch.nn.Module] = []  # loaded at most once, only if a tower needs converting
+
+        def build(modality: str):
+            def tower():
+                if not fp32_model:
+                    fp32_model.append(self._load_model(meta, torch.float32))
+                model = fp32_model[0]
+                return _Tower(model, self.TOWERS[modality]), self._example(modality), self._extras(model)
+            return tower
+
+        compiled, extras = {}, {}
+        for modality in self.modalities:
+            key = openvino_towers.cache_key(self.manifest_sha256, code, modality)
+            compiled[modality], tower_extras = openvino_towers.load_tower(
+                roots, key, modality, self.precision, torch.get_num_threads(), build(modality))
+            extras.update(tower_extras)
+        return compiled, extras
+
+    def _example(self, modality: str) -> tuple[torch.Tensor, ...]:
+        """A small batch of two different inputs, to trace a tower on."""
+        if modality == "image":
+            items = [torch.zeros(3, self.image_size, self.image_size), torch.ones(3, self.image_size, self.image_size)]
+        else:
+            items = [self.prepare("text", "a photo of a dog"), self.prepare("text", "two")]
+        return self._batch(modality, items)
+
+    def _extras(self, model: torch.nn.Module) -> dict:
+        """Numbers the family reports beside its vectors, read from the loaded model (kept when
+        the model's towers are compiled away)."""
+        return {}
 
     # --- what a model says about itself
+    # The model's method that encodes each modality from ``_batch``'s tensors: what a backend
+    # other than torch converts. Empty: the family runs on torch only.
+    TOWERS: dict[str, str] = {}
     context_length = 77
     # Per component, the tables the model only looks rows up in (token embeddings): left on the
     # file, memory-mapped, so only the rows texts use become resident, and cast per lookup.
@@ -163,9 +227,17 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self._finish(self._forward(modality, prepared))
 
-    def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
-        """The family's forward pass over a non-empty list of prepared inputs -> [n, dim]."""
+    def _batch(self, modality: str, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """A non-empty list of prepared inputs -> the tower's input tensors (float ones in float32)."""
         raise NotImplementedError
+
+    def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The forward pass over a non-empty list of prepared inputs -> [n, dim]."""
+        batch = self._batch(modality, prepared)
+        if self.backend == "openvino":
+            return self._compiled[modality](*batch)
+        inputs = (t.to(self.dtype) if t.is_floating_point() else t for t in batch)
+        return getattr(self.model, self.TOWERS[modality])(*inputs)
 
     def warmup(self) -> None:
         """Run each tower once on dummy input: the first oneDNN call of a shape family is slow
@@ -201,6 +273,17 @@ class Embedder:
         return self.embed("text", texts)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.feature} {self.precision} from {self.weights_dir}>"
+        return f"<{type(self).__name__} {self.feature} {self.precision} {self.backend} from {self.weights_dir}>"
+
+
+class _Tower(torch.nn.Module):
+    """One of a model's encode methods as a module of its own, for a converter to trace."""
+
+    def __init__(self, model: torch.nn.Module, method: str):
+        super().__init__()
+        self.model, self.method = model, method
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model, self.method)(*inputs)
 
 

@@ -125,3 +125,16 @@ def test_the_limits_are_read_and_default_sensibly():
 def test_a_bad_limit_is_named(name, value):
     with pytest.raises(SettingsError, match=f"HANDSPRING_{name}"):
         Settings.from_env({f"HANDSPRING_{name}": value})
+
+
+def test_backend_setting():
+    assert Settings.from_env({}).backend == "torch"
+    assert Settings.from_env({"HANDSPRING_BACKEND": "OpenVINO"}).backend == "openvino"
+    with pytest.raises(SettingsError, match="HANDSPRING_BACKEND='onnx' must be one of torch, openvino"):
+        Settings.from_env({"HANDSPRING_BACKEND": "onnx"})
+
+
+def test_the_openvino_backend_runs_one_pass_at_a_time_by_default():
+    # OpenVINO runs each pass on all its threads; two slots would only queue behind each other.
+    assert Settings(threads=2, backend="openvino").inference_workers == 1
+    assert Settings(threads=2, backend="torch").inference_workers == 2

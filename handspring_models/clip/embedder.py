@@ -37,6 +37,7 @@ def pad_causal(prepared: Sequence[torch.Tensor], context_length: int) -> tuple[t
 
 class CLIPEmbedder(Embedder):
     LOOKUP_TABLES = {"text": ("token_embedding.weight",)}
+    TOWERS = {"image": "encode_image", "text": "encode_text"}
 
     def _read_architecture(self, architecture: dict) -> None:
         self.config = CLIPConfig.from_dict(architecture)
@@ -54,7 +55,7 @@ class CLIPEmbedder(Embedder):
             return end_of_text_ids(self.tokenizer, item)
         return self._image_pixels(item)
 
-    def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _batch(self, modality: str, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         if modality == "image":
-            return self.model.encode_image(torch.stack(list(prepared)).to(self.dtype))
-        return self.model.encode_text(*pad_causal(prepared, self.context_length))
+            return (torch.stack(list(prepared)),)
+        return pad_causal(prepared, self.context_length)

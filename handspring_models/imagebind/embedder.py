@@ -33,9 +33,9 @@ class ImageBindEmbedder(Embedder):
 
     def __init__(self, spec, feature: str, modalities: tuple[str, ...], folder, precision: str = "fp32",
                  max_pixels: int = DEFAULT_MAX_PIXELS, normalize: bool | None = None,
-                 max_seconds: float = DEFAULT_MAX_SECONDS):
+                 max_seconds: float = DEFAULT_MAX_SECONDS, backend: str = "torch"):
         self.max_seconds = max_seconds  # longest audio or video accepted
-        super().__init__(spec, feature, modalities, folder, precision, max_pixels, normalize)
+        super().__init__(spec, feature, modalities, folder, precision, max_pixels, normalize, backend)
 
     def _read_architecture(self, architecture: dict) -> None:
         self.config = ImageBindConfig.from_dict(architecture)

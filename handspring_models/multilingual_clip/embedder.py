@@ -16,6 +16,7 @@ class MultilingualCLIPEmbedder(Embedder):
     # The word table is the largest tensor by far (XLM-R's 250k x 768 is 768 MB in fp32): a text
     # reads a few of its rows.
     LOOKUP_TABLES = {"text": ("text.transformer.embeddings.word_embeddings.weight",)}
+    TOWERS = {"image": "encode_image", "text": "encode_text"}
 
     def _read_architecture(self, architecture: dict) -> None:
         self.config = MultilingualCLIPConfig.from_dict(architecture)
@@ -45,7 +46,7 @@ class MultilingualCLIPEmbedder(Embedder):
             tokens[row, : len(ids)] = ids
         return tokens, lengths
 
-    def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _batch(self, modality: str, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         if modality == "image":
-            return self.model.encode_image(torch.stack(list(prepared)).to(self.dtype))
-        return self.model.encode_text(*self._pad_texts(prepared))
+            return (torch.stack(list(prepared)),)
+        return self._pad_texts(prepared)

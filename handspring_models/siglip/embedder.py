@@ -17,6 +17,7 @@ from .model import SigLIP, SiglipConfig
 
 class SiglipEmbedder(Embedder):
     LOOKUP_TABLES = {"text": ("text_model.embeddings.token_embedding.weight",)}
+    TOWERS = {"image": "encode_image", "text": "encode_text"}
     RAW_OUTPUT = ("the model's raw features (transformers' get_image_features / get_text_features), "
                   "not normalized")
 
@@ -29,13 +30,16 @@ class SiglipEmbedder(Embedder):
     def _build_model(self) -> torch.nn.Module:
         return SigLIP(self.config, with_vision="image" in self.modalities, with_text="text" in self.modalities)
 
+    def _extras(self, model: torch.nn.Module) -> dict:
+        return {"logit_scale": float(model.logit_scale), "logit_bias": float(model.logit_bias)}
+
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale)
+        return self.extras["logit_scale"]
 
     @property
     def logit_bias(self) -> float:
-        return float(self.model.logit_bias)
+        return self.extras["logit_bias"]
 
     def meta_extra(self) -> dict:
         """What ``/meta`` adds for this family: the sigmoid loss's scalars, kept but not used to embed."""
@@ -56,8 +60,5 @@ class SiglipEmbedder(Embedder):
             raise InvalidInputError(f"an image must be encoded bytes or a PIL image, not {type(item).__name__}")
         return preprocess(item, self.image_recipe)
 
-    def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
-        batch = torch.stack(list(prepared))
-        if modality == "image":
-            return self.model.encode_image(batch.to(self.dtype))
-        return self.model.encode_text(batch)
+    def _batch(self, modality: str, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        return (torch.stack(list(prepared)),)

@@ -7,6 +7,7 @@
     python -m handspring_models.weights verify DIR
     python -m handspring_models.weights random clip_vit_b_32 --out DIR   # demo/benchmark only
     python -m handspring_models.weights ensure clip_vit_b_32 --out DIR   # what `make run` uses
+    python -m handspring_models.weights compile DIR --backend openvino   # convert ahead of the first start
 
 A model is named by its registry name or any alias (``python -m handspring_models.weights list``).
 The same commands are ``handspring weights ...``.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from ..registry import find_model, list_models
 from . import (CONFIG, MANIFEST, WeightsError, convert, default_weights_dir, download, ensure, home, random_weights,
-               verify, write_atomically)
+               read_config, verify, write_atomically)
 
 
 def _models_table() -> str:
@@ -82,7 +83,25 @@ def parser(prog: str = "python -m handspring_models.weights") -> argparse.Argume
     c = sub.add_parser("ensure", help="print the folder to serve, downloading it first if needed")
     c.add_argument("model")
     c.add_argument("--out", type=Path, required=True)
+    c = sub.add_parser("compile", help="convert a weights folder's towers for a backend now, into DIR/<backend>, "
+                                       "so that the first start does not pay it")
+    c.add_argument("folder", type=Path, metavar="DIR")
+    c.add_argument("--backend", default="openvino", choices=["openvino"])
+    c.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                   help="also compile for this precision into OpenVINO's cache (default fp32)")
     return p
+
+
+def compile_folder(folder: Path, backend: str, precision: str) -> None:
+    import time
+
+    from .. import load
+
+    model = read_config(folder).get("model")
+    start = time.perf_counter()
+    embedder = load(model, weights_dir=folder, precision=precision, backend=backend)
+    print(f"{folder}: {embedder.model_name} ({', '.join(embedder.modalities)}) ready for {backend} "
+          f"in {time.perf_counter() - start:.1f} s")
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m handspring_models.weights") -> int:
@@ -101,6 +120,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m handspring_models
             write_atomically(args.out, lambda staging: random_weights(args.model, staging, args.seed))
         elif args.command == "ensure":
             print(ensure(args.model, args.out))
+        elif args.command == "compile":
+            compile_folder(args.folder, args.backend, args.precision)
         else:
             problems = verify(args.folder)
             for problem in problems:
