@@ -56,6 +56,8 @@ def parse_args(argv):
     p.add_argument("--single", type=int, help="sequential requests for single-text latency (default 100; quick 5)")
     p.add_argument("--model-size", choices=["full", "tiny"], help="checkpoint size (default full; quick tiny)")
     p.add_argument("--skip-server", action="store_true", help="skip (a), the servers")
+    p.add_argument("--backends", type=_strs, default=["torch", "openvino"],
+                   help="Handspring backends served in (a) beside the default torch one (default torch,openvino)")
     p.add_argument("--skip-model", action="store_true", help="skip (b), the model alone")
     p.add_argument("--skip-fidelity", action="store_true", help="skip (c), in-process fidelity")
     p.add_argument("--skip-imagebind", action="store_true",
@@ -159,6 +161,15 @@ def run_servers(args, ckpt, photos, captions) -> tuple[dict, dict]:
     default = resolve("auto")
     extra = ["fp32"] + [p for p in args.precision if p not in ("auto", "fp32") and resolve(p) != default]
     specs += [handspring_spec(ckpt.weights_dir, p) for p in dict.fromkeys(extra)]
+    if "openvino" in args.backends:
+        specs.append(handspring_spec(ckpt.weights_dir, backend="openvino"))
+        # The conversion is paid once per weights folder (cached beside it), not at every start:
+        # pay it here, timed, so the starts below measure what a restart costs.
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "handspring_models.weights", "compile", str(ckpt.weights_dir),
+                        "--backend", "openvino"], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        log(f"  openvino backend: towers converted and cached in {time.perf_counter() - started:.1f} s "
+            f"(once per weights folder; a cached conversion takes a second)")
 
     image_bodies = [load.image_body(p.data) for p in photos]
     text_bodies = [load.text_body(t) for t in captions]

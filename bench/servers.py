@@ -47,12 +47,15 @@ def reference_spec(hf_dir: Path) -> ServerSpec:
                        "--host", "127.0.0.1", "--port", "{port}"])
 
 
-def handspring_spec(weights_dir: Path, precision: str | None = None) -> ServerSpec:
+def handspring_spec(weights_dir: Path, precision: str | None = None, backend: str | None = None) -> ServerSpec:
     env = {"HANDSPRING_WEIGHTS_DIR": str(weights_dir)}
     name, label = "handspring", "handspring (default settings)"
     if precision is not None:
         env["HANDSPRING_PRECISION"] = precision
         name, label = f"handspring_{precision}", f"handspring HANDSPRING_PRECISION={precision}"
+    if backend is not None:
+        env["HANDSPRING_BACKEND"] = backend
+        name, label = f"{name}_{backend}", f"{label} HANDSPRING_BACKEND={backend}"
     # As the Docker image and `make run` start it.
     return ServerSpec(name, label, [sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", "{port}"], env)
 
