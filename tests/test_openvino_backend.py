@@ -147,3 +147,12 @@ def test_the_service_serves_the_openvino_backend(app_settings, tiny_clip, tiny_w
         r = c.post("/vectorize", json={"texts": ["a dog", "two cats on a mat"]})
         assert r.status_code == 200, r.text
         assert_same_vectors(np.array(r.json()["textVectors"]), tiny_clip.embed_texts(["a dog", "two cats on a mat"]))
+
+
+def test_the_compile_command_converts_ahead_of_the_first_load(weights_copy, monkeypatch, capsys):
+    from handspring_models.weights.__main__ import main
+
+    assert main(["compile", str(weights_copy), "--backend", "openvino"]) == 0
+    assert "ready for openvino" in capsys.readouterr().out
+    monkeypatch.setattr(openvino_towers, "convert", lambda *a, **k: pytest.fail("converted at load"))
+    assert handspring_models.load("clip_vit_b_32", weights_copy, backend="openvino").embed_texts(["a"]).shape[0] == 1
