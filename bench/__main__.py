@@ -1,11 +1,12 @@
 """python -m bench [--quick] [--duration S] [--concurrency 1,2,4,8] [--clients 4] [--precision fp32,bf16]
                 [--skip-server] [--skip-model] [--skip-fidelity] [--skip-imagebind] [--skip-catalog]
-                [--catalog-models M1,M2] [--results DIR]
+                [--catalog-models M1,M2] [--skip-peers] [--peers-backends torch,openvino] [--results DIR]
 
 Side by side on this machine: Handspring's service against a Weaviate-style transformers
 reference (started by the benchmark, one server at a time), the model alone against
 transformers, and fidelity per precision; then ImageBind's throughput per modality (no reference
-can run here); then the catalog: every model against its reference library, the model alone. Writes RESULTS/bench.json and RESULTS/throughput.png.
+can run here); then the catalog: every model against its reference library, the model alone; then the peers: the model alone against ONNX Runtime and OpenVINO on the same
+weights. Writes RESULTS/bench.json, RESULTS/peers.md and RESULTS/throughput.png.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ def parse_args(argv):
                    help="skip (e), every model of the registry against its reference (full size: minutes per model)")
     p.add_argument("--catalog-models", type=_strs,
                    help="the models for (e) (default: every model with a reference; quick: clip_vit_b_16, tiny)")
+    p.add_argument("--skip-peers", action="store_true",
+                   help="skip (f), the model alone against ONNX Runtime and OpenVINO on the same weights")
+    p.add_argument("--peers-backends", type=_strs, default=["torch", "openvino"],
+                   help="Handspring backends timed in (f) (default torch,openvino; torch, the baseline, always runs)")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="output folder (default bench/results)")
     a = p.parse_args(argv)
     a.duration = a.duration if a.duration is not None else (0.5 if a.quick else 15.0)
@@ -75,6 +80,9 @@ def parse_args(argv):
     a.single = a.single if a.single is not None else (5 if a.quick else 100)
     a.starts = max(1, a.starts if a.starts is not None else (1 if a.quick else 3))
     a.model_size = a.model_size or ("tiny" if a.quick else "full")
+    unknown = [b for b in a.peers_backends if b not in ("torch", "openvino")]
+    if unknown:
+        p.error(f"--peers-backends: unknown backend {', '.join(unknown)} (choose from torch, openvino)")
     return a
 
 
@@ -306,6 +314,18 @@ def main(argv: list[str] | None = None) -> int:
         models = args.catalog_models or (["clip_vit_b_16"] if args.quick else None)
         result["catalog"] = catalog.run(cache, precisions, args.quick, models, log=lambda m: log(m))
         failed |= any("error" in e for e in result["catalog"]["models"].values())
+
+    if not args.skip_peers:
+        log("(f) peers: the model alone against ONNX Runtime and OpenVINO, same weights and inputs")
+        from . import peers
+
+        try:
+            result["peers"] = peers.run(ckpt, precisions, cache, args.quick, args.peers_backends, log=lambda m: log(m))
+        except Exception as e:  # noqa: BLE001 - keep the other sections' results, say what broke
+            log(f"!! peers failed: {type(e).__name__}: {e}")
+            result["peers"] = {"error": f"{type(e).__name__}: {e}"}
+        failed |= "error" in result["peers"]
+        (args.results / "peers.md").write_text(peers.markdown(result["peers"]) + "\n")
 
     result["targets"] = report.targets(result)
     result["meta"]["elapsed_s"] = time.perf_counter() - t_start

@@ -228,6 +228,10 @@ def format_report(result: dict) -> str:
         from .catalog import format_catalog
 
         parts.append(format_catalog(result["catalog"]))
+    if result.get("peers"):
+        from .peers import format_peers
+
+        parts.append(format_peers(result["peers"]))
 
     tg = result.get("targets") or []
     if tg:

@@ -1,0 +1,492 @@
+"""(f) Peers: Handspring's model alone against ONNX Runtime and OpenVINO on the same weights and the
+same prepared inputs (issue 17).
+
+Handspring runs as a user loads it: ``handspring_models.load("clip_vit_b_32", precision=P,
+backend=B)`` timed as ``emb.encode(modality, prepared)``. The peers are built here, in the bench's
+own process, from a dense fp32 copy of exactly those weights (loaded with weight packing off): each
+tower is wrapped in a small ``nn.Module`` and exported with ``torch.onnx.export(dynamo=True)``
+(dynamic batch, and dynamic sequence for texts), then run by ONNX Runtime (fp32, and dynamic int8
+as a reference) and by OpenVINO (f32 and bf16, from the ONNX file converted to OpenVINO's IR).
+The exports are cached under the bench cache, keyed by the checkpoint and the libraries' versions.
+
+The peers get the batch tensors the embedder builds itself (stacked pixels; ``pad_causal`` token
+rows and end-of-text indices, so no peer pads texts to 77), and their outputs are normalized as the
+embedder does. Per case, every engine is timed in alternation (``timeit_group``), medians of the
+repetitions; ratio = peer items/s / Handspring items/s at the same precision (> 1: the peer is
+faster). Min cosine of each engine's vectors against Handspring fp32 (torch) on the same inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import hashlib
+import json
+import logging
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model_bench import timeit_group
+
+_STAMP = "bench-peers.json"
+BACKENDS = ("torch", "openvino")  # Handspring's backends; torch is always run: it is the baseline
+REFERENCE = "handspring_torch_fp32"  # every ratio's and cosine's reference at fp32
+
+
+@dataclass
+class Engine:
+    """One way to run the model: Handspring at a precision and backend, or a peer runtime."""
+
+    images: Callable[[Sequence[torch.Tensor]], np.ndarray]
+    texts: Callable[[Sequence[torch.Tensor]], np.ndarray]
+    info: dict = field(default_factory=dict)  # what it actually runs, notes
+    embedder: object = None  # Handspring's engines: the loaded embedder
+
+    def encode(self, modality: str, prepared: Sequence[torch.Tensor]) -> np.ndarray:
+        return (self.images if modality == "image" else self.texts)(prepared)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    label: str
+    modality: str
+    batch: int
+    long_text: bool = False
+
+
+def cases(quick: bool) -> list[Case]:
+    """The issue's rows; quick mode runs batch 4 where the full run has 32."""
+    big = 4 if quick else 32
+    return [Case("image_b1", "image, batch 1", "image", 1),
+            Case(f"image_b{big}", f"image, batch {big}", "image", big),
+            Case("text_b1", "text, batch 1", "text", 1),
+            Case(f"text_b{big}_long", f"text, batch {big}, with a 77-token text", "text", big, long_text=True),
+            Case(f"text_b{big}_short", f"text, batch {big}, short", "text", big)]
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def versions() -> dict:
+    import onnx
+    import onnxruntime
+    import onnxscript
+    import openvino
+
+    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxscript": onnxscript.__version__,
+            "onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__}
+
+
+def _weights_fingerprint(folder: Path) -> str:
+    """Which weights: every file's name, size and modification time (the checkpoint is rebuilt, not
+    edited, so this changes whenever it does) - cheaper than hashing 600 MB on every run."""
+    h = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        st = f.stat()
+        h.update(f"{f.name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- exports
+
+class _ImageTower(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels):
+        return self.model.encode_image(pixels)
+
+
+class _TextTower(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, eot_index):
+        return self.model.encode_text(tokens, eot_index)
+
+
+@contextmanager
+def _packing_off():
+    """Load an embedder whose linear weights stay dense fp32 tensors (packed oneDNN tensors cannot be
+    exported): the same weights, in the layout every exporter reads."""
+    import handspring_models.embedder as embedder_module
+
+    packer = embedder_module.pack_linear_weights
+    embedder_module.pack_linear_weights = lambda model: 0
+    try:
+        yield
+    finally:
+        embedder_module.pack_linear_weights = packer
+
+
+@contextmanager
+def _quiet(logger_name: str):
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _quantize_int8(src: Path, dst: Path, scratch: Path) -> str:
+    """ONNX Runtime's dynamic int8 as its docs recommend for x86: shape inference and graph
+    optimization first (``quant_pre_process``), per-channel signed int8 weights, unsigned int8
+    activations (U8S8). Returns how the pre-processing went."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = scratch / f"{src.stem}.pre.onnx"
+    how = "pre-processed"
+    try:
+        quant_pre_process(str(src), str(pre))
+    except Exception:  # noqa: BLE001 - symbolic shape inference gives up on some dynamic graphs
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            how = "pre-processed without symbolic shape inference"
+        except Exception as e:  # noqa: BLE001
+            pre, how = src, f"not pre-processed ({type(e).__name__})"
+    quantize_dynamic(str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+    return how
+
+
+def ensure_exports(ckpt, cache: Path, log=print) -> dict:
+    """The ONNX files (fp32 and int8) and OpenVINO IR of both towers, built once per checkpoint and
+    library versions. Returns {"folder", "cached", "seconds": {step: s}, "notes"}."""
+    import handspring_models
+
+    root = cache / f"peers-{ckpt.size}-seed{ckpt.seed}"
+    key = {"weights": _weights_fingerprint(ckpt.weights_dir), **versions()}
+    stamp_file = root / _STAMP
+    if stamp_file.is_file():
+        stamp = json.loads(stamp_file.read_text())
+        if stamp.get("key") == key:
+            return {"folder": str(root), "cached": True, "seconds": stamp["seconds"], "notes": stamp["notes"]}
+    log(f"  exporting the towers to ONNX and OpenVINO in {root} (once per checkpoint) ...")
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    seconds: dict[str, float] = {}
+    notes: dict[str, str] = {}
+    t = time.perf_counter()
+    with _packing_off():
+        dense = handspring_models.load("clip_vit_b_32", weights_dir=ckpt.weights_dir, precision="fp32")
+    seconds["load_dense_fp32"] = time.perf_counter() - t
+    model = dense.model
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    n = torch.export.Dim("n", min=2, max=dense.context_length)
+    pixels = torch.stack([torch.zeros(3, dense.image_size, dense.image_size)] * 2)
+    tokens, eot = _text_inputs(dense, ["a photo of a dog", "a cat"])
+    exports = (("image", _ImageTower(model), (pixels,), {"pixels": {0: batch}}, ["pixels"]),
+               ("text", _TextTower(model), (tokens, eot), {"tokens": {0: batch, 1: n}, "eot_index": {0: batch}},
+                ["tokens", "eot_index"]))
+    import openvino as ov
+
+    for tower, module, args, dynamic, names in exports:
+        t = time.perf_counter()
+        # the exporter narrates every step, and warns of torchvision ops it cannot register
+        with warnings.catch_warnings(), redirect_stdout(None), _quiet("torch.onnx"):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), args, root / f"{tower}.onnx", dynamo=True, dynamic_shapes=dynamic,
+                              input_names=names, output_names=["features"], external_data=False, verbose=False)
+        seconds[f"onnx_export_{tower}"] = time.perf_counter() - t
+        t = time.perf_counter()
+        notes[f"int8_{tower}"] = _quantize_int8(root / f"{tower}.onnx", root / f"{tower}.int8.onnx", root)
+        seconds[f"int8_quantize_{tower}"] = time.perf_counter() - t
+        t = time.perf_counter()
+        # the weights stay f32 in the IR (save_model would halve them to f16 by default)
+        ov.save_model(ov.convert_model(root / f"{tower}.onnx"), root / f"{tower}.xml", compress_to_fp16=False)
+        seconds[f"openvino_convert_{tower}"] = time.perf_counter() - t
+    for f in root.glob("*.pre.onnx"):
+        f.unlink()
+    del dense, model, exports
+    gc.collect()  # the exporter's graphs: not to be counted in the engines' memory growth
+    stamp_file.write_text(json.dumps({"key": key, "seconds": seconds, "notes": notes}, indent=1) + "\n")
+    return {"folder": str(root), "cached": False, "seconds": seconds, "notes": notes}
+
+
+# ---------------------------------------------------------------- engines
+
+def _text_inputs(emb, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    from handspring_models.clip.embedder import pad_causal
+
+    return pad_causal([emb.prepare("text", t) for t in texts], emb.context_length)
+
+
+def _finisher(reference) -> Callable[[np.ndarray], np.ndarray]:
+    """A peer's raw features -> vectors as the embedder returns them (float32, normalized if it does)."""
+    def finish(features: np.ndarray) -> np.ndarray:
+        vectors = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        if reference.normalize:
+            vectors = torch.nn.functional.normalize(vectors, dim=-1)
+        return vectors.numpy()
+
+    return finish
+
+
+def _peer_engine(run_image, run_text, reference) -> Engine:
+    """A peer fed what the embedder builds: stacked fp32 pixels; pad_causal's tokens and indices."""
+    from handspring_models.clip.embedder import pad_causal
+
+    finish = _finisher(reference)
+
+    def images(prepared):
+        return finish(run_image(torch.stack(list(prepared)).numpy()))
+
+    def texts(prepared):
+        tokens, eot = pad_causal(prepared, reference.context_length)
+        return finish(run_text(tokens.numpy(), eot.numpy()))
+
+    return Engine(images, texts)
+
+
+def _onnxruntime(folder: Path, suffix: str, threads: int, reference) -> Engine:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    image = ort.InferenceSession(str(folder / f"image{suffix}.onnx"), options, providers=["CPUExecutionProvider"])
+    text = ort.InferenceSession(str(folder / f"text{suffix}.onnx"), options, providers=["CPUExecutionProvider"])
+    engine = _peer_engine(lambda px: image.run(None, {"pixels": px})[0],
+                          lambda tok, eot: text.run(None, {"tokens": tok, "eot_index": eot})[0], reference)
+    engine.info["runs"] = "int8 (u8 activations, s8 weights)" if suffix else "fp32"
+    return engine
+
+
+def _openvino(folder: Path, hint: str, threads: int, reference) -> Engine:
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": hint}
+    image = core.compile_model(core.read_model(folder / "image.xml"), "CPU", config)
+    text = core.compile_model(core.read_model(folder / "text.xml"), "CPU", config)
+    image_request, text_request = image.create_infer_request(), text.create_infer_request()
+    engine = _peer_engine(lambda px: image_request.infer({"pixels": px})[image.output(0)],
+                          lambda tok, eot: text_request.infer({"tokens": tok, "eot_index": eot})[text.output(0)],
+                          reference)
+    runs = image.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # what it runs, whatever was asked
+    engine.info["runs"] = runs
+    if runs != hint:
+        engine.info["note"] = f"asked for {hint}, OpenVINO runs {runs} on this CPU"
+    return engine
+
+
+def _handspring(ckpt, precision: str, backend: str) -> Engine:
+    import handspring_models
+
+    # Until the openvino backend lands, load() has no backend keyword: torch is load() as it is.
+    options = {} if backend == "torch" else {"backend": backend}
+    emb = handspring_models.load("clip_vit_b_32", weights_dir=ckpt.weights_dir, precision=precision, **options)
+    engine = Engine(functools.partial(emb.encode, "image"), functools.partial(emb.encode, "text"), embedder=emb)
+    engine.info["runs"] = emb.precision
+    return engine
+
+
+def _plan(ckpt, precisions: list[str], backends: list[str]) -> list[tuple]:
+    """(name, label, precision, baseline, build(folder, threads, reference)) in the table's column
+    order: per precision, Handspring torch, Handspring's other backends, then the peers; ONNX Runtime's
+    int8 last (a reference: Handspring has no int8 mode yet, so it has no ratio)."""
+    plan: list[tuple] = []
+    for p in precisions:
+        torch_name = f"handspring_torch_{p}"
+        for b in backends:
+            name = f"handspring_{b}_{p}"
+            plan.append((name, f"HS {p}" if b == "torch" else f"HS {b} {p}", p, None if b == "torch" else torch_name,
+                         lambda folder, threads, ref, p=p, b=b: _handspring(ckpt, p, b)))
+        if p == "fp32":
+            plan.append(("onnxruntime_fp32", "ONNX Runtime fp32", p, torch_name,
+                         lambda folder, threads, ref: _onnxruntime(folder, "", threads, ref)))
+        hint = "f32" if p == "fp32" else p
+        plan.append((f"openvino_{hint}", f"OpenVINO {hint}", p, torch_name,
+                     lambda folder, threads, ref, hint=hint: _openvino(folder, hint, threads, ref)))
+    plan.append(("onnxruntime_int8", "ONNX Runtime int8 (dynamic)", "int8", None,
+                 lambda folder, threads, ref: _onnxruntime(folder, ".int8", threads, ref)))
+    return plan
+
+
+# ---------------------------------------------------------------- the run
+
+def _case_inputs(case: Case, reference, pixel_pool, captions, long_text) -> list[torch.Tensor]:
+    if case.modality == "image":
+        return [pixel_pool[i % len(pixel_pool)] for i in range(case.batch)]
+    if case.batch == 1:
+        return [reference.prepare("text", captions[3])]
+    texts = [captions[(i + 3) % len(captions)] for i in range(case.batch)]
+    if case.long_text:
+        texts[case.batch // 2] = long_text
+    return [reference.prepare("text", t) for t in texts]
+
+
+def _min_cos(vectors: np.ndarray, reference: np.ndarray) -> float:
+    a = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    b = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    return float((a.astype(np.float64) * b).sum(axis=1).min())
+
+
+def run(ckpt, precisions: list[str], cache: Path, quick: bool, backends: Sequence[str] = BACKENDS,
+        log=print) -> dict:
+    from handspring_models.runtime.precision import native_bf16
+
+    from . import inputs as bench_inputs
+
+    threads = torch.get_num_threads()
+    min_time = 0.02 if quick else 1.0
+    backends = ["torch", *[b for b in backends if b != "torch"]]
+    result: dict = {"size": ckpt.size, "threads": threads, "precisions": precisions, "backends": backends,
+                    "native_bf16": native_bf16(), "min_time_s": min_time, "engines": {}, "cases": []}
+    try:
+        result["versions"] = versions()
+    except ImportError as e:
+        result["error"] = f"the peers' libraries are not installed ({e}): make install-dev (requirements-bench.txt)"
+        log(f"    {result['error']}")
+        return result
+
+    result["export"] = ensure_exports(ckpt, cache, log)
+    folder = Path(result["export"]["folder"])
+    ex = result["export"]
+    log(f"    exports {'cached' if ex['cached'] else 'built'}: " + ", ".join(f"{k} {v:.1f} s" for k, v in ex["seconds"].items()))
+
+    engines: dict[str, Engine] = {}
+    plan = _plan(ckpt, precisions, backends)
+    for name, label, precision, baseline, build in plan:
+        entry: dict = {"label": label, "precision": precision, "baseline": baseline}
+        result["engines"][name] = entry
+        reference = engines.get(REFERENCE)
+        rss, t = _rss_mb(), time.perf_counter()
+        try:
+            engine = build(folder, threads, reference and reference.embedder)
+        except (TypeError, ImportError, ValueError, RuntimeError) as e:
+            if name == REFERENCE:
+                raise
+            entry["skipped"] = f"not available: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+            log(f"    {label}: {entry['skipped']}")
+            continue
+        entry.update(ready_s=time.perf_counter() - t, rss_growth_mb=_rss_mb() - rss, **engine.info)
+        engines[name] = engine
+        log(f"    {label:28s} ready in {entry['ready_s']:5.2f} s, RSS +{entry['rss_growth_mb']:4.0f} MB"
+            + (f"  ({entry['note']})" if entry.get("note") else ""))
+    emb = engines[REFERENCE].embedder
+    baselines = {name: result["engines"][name]["baseline"] for name in engines}
+
+    photos = bench_inputs.photos(cache, quick)
+    captions = bench_inputs.captions(quick)
+    pixel_pool = [emb.prepare("image", ph.data) for ph in photos[:8]]  # fp32's exact preprocessing, for all
+    long_text = " ".join(bench_inputs.CAPTIONS)  # cut to the context by the tokenizer: a full 77-token row
+    for case in cases(quick):
+        prepared = _case_inputs(case, emb, pixel_pool, captions, long_text)
+        row: dict = {"case": case.name, "label": case.label, "modality": case.modality, "batch": case.batch,
+                     "results": {}}
+        if case.modality == "text":
+            row["tokens"] = [len(t) for t in prepared]
+        vectors, live = {}, []
+        for name, engine in engines.items():
+            try:
+                vectors[name] = engine.encode(case.modality, prepared)  # also the first warm-up call
+                live.append(name)
+            except Exception as e:  # noqa: BLE001 - one engine's failure is reported, the others still run
+                row["results"][name] = {"skipped": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+        timed = timeit_group([functools.partial(engines[n].encode, case.modality, prepared) for n in live],
+                             min_time, min_reps=3, warmup=1)
+        for name, t in zip(live, timed):
+            row["results"][name] = {"items_per_s": case.batch / t["median_s"], "ms_per_batch": t["median_s"] * 1000,
+                                    "reps": t["reps"]}
+            if REFERENCE in vectors:
+                row["results"][name]["min_cos"] = _min_cos(vectors[name], vectors[REFERENCE])
+        for name in live:
+            base = baselines[name]
+            r = row["results"][name]
+            if base and "items_per_s" in row["results"].get(base, {}):
+                r["ratio"] = r["items_per_s"] / row["results"][base]["items_per_s"]
+        result["cases"].append(row)
+        log(f"    {case.label:40s} " + "  ".join(
+            f"{result['engines'][n]['label']} {row['results'][n]['items_per_s']:.1f}/s"
+            + (f" ({row['results'][n]['ratio']:.2f}x)" if "ratio" in row["results"][n] else "") for n in live))
+    for name, entry in result["engines"].items():
+        per_case = [c["results"].get(name, {}) for c in result["cases"]]
+        for modality in ("image", "text"):
+            cos = [r["min_cos"] for c, r in zip(result["cases"], per_case) if c["modality"] == modality and "min_cos" in r]
+            if cos:
+                entry[f"min_cos_{modality}"] = min(cos)
+    return result
+
+
+# ---------------------------------------------------------------- the table
+
+def format_peers(peers: dict) -> str:
+    from .report import _f, _sig, _table
+
+    lines = [f"\n(f) PEERS: the model alone, same {peers.get('size', '?')} random weights and the same prepared "
+             f"inputs, {peers.get('threads', '?')} threads; items/s, median, engines timed in alternation; "
+             f"(ratio) = peer / Handspring at the same precision, > 1 means the peer is faster"]
+    if "error" in peers:
+        return "\n".join([*lines, f"    !! {peers['error']}"])
+    engines = peers["engines"]
+    live = [n for n, e in engines.items() if "skipped" not in e]
+    rows = []
+    for case in peers["cases"]:
+        row = [case["label"]]
+        for name in live:
+            r = case["results"].get(name, {})
+            cell = _sig(r.get("items_per_s")) if "items_per_s" in r else "failed"
+            if "ratio" in r:
+                cell += f" ({r['ratio']:.2f}x)"
+            row.append(cell)
+        rows.append(row)
+    lines.append(_table(["model alone, items/s", *(engines[n]["label"] for n in live)], rows))
+    rows = [[e["label"], e.get("runs", "-"), _f(e.get("ready_s"), "{:.2f}"), _f(e.get("rss_growth_mb"), "{:.0f}"),
+             _f(e.get("min_cos_image"), "{:.7f}"), _f(e.get("min_cos_text"), "{:.7f}"),
+             e.get("note") or e.get("skipped", "")] for e in engines.values()]
+    lines.append("\n    per engine: ready = load or compile (not the one-off export); RSS growth in this process "
+                 "(a runtime's first engine also pays its libraries); min cos vs HS fp32 over every case")
+    lines.append(_table(["engine", "runs", "ready s", "RSS +MB", "min cos images", "min cos texts", "note"], rows,
+                        "llrrrrl"))
+    ex = peers["export"]
+    lines.append(f"    one-off export ({'cached, from the run that built it' if ex['cached'] else 'this run'}): "
+                 + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in ex["seconds"].items()))
+    if not peers.get("native_bf16"):
+        lines.append("    this CPU has no native bf16: bf16 is emulated (slow) and OpenVINO may run f32 when asked for bf16")
+    return "\n".join(lines)
+
+
+def markdown(peers: dict) -> str:
+    """The items/s table as the issue writes it (rows = cases, a column per engine), for a note."""
+    from .report import _sig
+
+    if "error" in peers:
+        return f"(f) peers failed: {peers['error']}"
+    engines = peers["engines"]
+    live = [n for n, e in engines.items() if "skipped" not in e]
+    lines = ["| model alone, items/s | " + " | ".join(engines[n]["label"] for n in live) + " |",
+             "|---|" + "---|" * len(live)]
+    for case in peers["cases"]:
+        cells = []
+        for name in live:
+            r = case["results"].get(name, {})
+            cells.append((_sig(r["items_per_s"]) + (f" ({r['ratio']:.2f}x)" if "ratio" in r else ""))
+                         if "items_per_s" in r else "failed")
+        lines.append(f"| {case['label']} | " + " | ".join(cells) + " |")
+    cos = "; ".join(f"{e['label']} {e['min_cos_image']:.7f} / {e['min_cos_text']:.7f}"
+                    for e in engines.values() if "min_cos_image" in e and "min_cos_text" in e)
+    lines.append(f"\n{peers['size']} random weights, {peers['threads']} threads, median, engines in alternation; "
+                 "ratio = peer / Handspring at the same precision. Min cosine vs Handspring fp32 (images / texts): "
+                 + cos + ".")
+    skipped = [f"{e['label']}: {e['skipped']}" for e in engines.values() if "skipped" in e]
+    notes = [f"{e['label']}: {e['note']}" for e in engines.values() if e.get("note")]
+    lines += [f"- {x}" for x in skipped + notes]
+    return "\n".join(lines)
