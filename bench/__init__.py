@@ -13,6 +13,8 @@ with ``save_pretrained``, converted with ``python -m handspring_models.weights c
     transformers, and the fraction of the measured GEMM peak (big ``torch.mm``) they reach;
 (c) fidelity: min cosine of each precision against fp32, of fp32 against transformers, and of
     the service's answers against the reference server's.
+(f) peers (``peers``): the model alone against ONNX Runtime and OpenVINO on the same weights and
+    prepared inputs, per precision and batch, timed in alternation.
 
 Modules: ``checkpoint`` (weights), ``inputs`` (photos and captions), ``reference_server``,
 ``servers`` (start/ready/memory), ``load`` (load generator), ``model_bench``, ``fidelity``,

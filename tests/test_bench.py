@@ -47,11 +47,13 @@ def quick_run(tmp_path_factory):
 
 def test_quick_writes_json_plot_and_table(quick_run):
     results, data, stdout = quick_run
-    assert set(data) >= {"meta", "checkpoint", "service", "model", "fidelity", "imagebind", "catalog", "targets"}
+    assert set(data) >= {"meta", "checkpoint", "service", "model", "fidelity", "imagebind", "catalog", "peers",
+                         "targets"}
     assert data["meta"]["quick"] is True
     png = results / "throughput.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for heading in ("(a) SERVICE", "(b) MODEL ALONE", "(c) FIDELITY", "(d) IMAGEBIND", "(e) CATALOG", "TARGETS"):
+    for heading in ("(a) SERVICE", "(b) MODEL ALONE", "(c) FIDELITY", "(d) IMAGEBIND", "(e) CATALOG", "(f) PEERS",
+                    "TARGETS"):
         assert heading in stdout
 
 
@@ -153,3 +155,37 @@ def test_catalog_section(quick_run):
     assert seen == {(m, p, b) for m in ("image", "text") for p in data["catalog"]["precisions"]
                     for b in data["catalog"]["batch_sizes"]}
     _positive_finite(rows, "catalog.rows")
+
+
+PEER_ENGINES = {"handspring_torch_fp32", "handspring_openvino_fp32", "onnxruntime_fp32", "openvino_f32",
+                "handspring_torch_bf16", "handspring_openvino_bf16", "openvino_bf16", "onnxruntime_int8"}
+
+
+def test_peers_section(quick_run):
+    """Every case of the issue's table, every engine either measured (items/s and a cosine against
+    Handspring fp32) or skipped with its reason; the fp32 peers give our fp32 vectors."""
+    results, data, _ = quick_run
+    peers = data["peers"]
+    assert "error" not in peers, peers.get("error")
+    assert [c["case"] for c in peers["cases"]] == ["image_b1", "image_b4", "text_b1", "text_b4_long", "text_b4_short"]
+    long_case = peers["cases"][3]
+    assert max(long_case["tokens"]) == 77 and sorted(long_case["tokens"])[-2] < 77  # one 77-token text among short
+    engines = peers["engines"]
+    assert set(engines) == PEER_ENGINES
+    measured = {name for name, e in engines.items() if "skipped" not in e}
+    assert {"handspring_torch_fp32", "onnxruntime_fp32", "openvino_f32", "onnxruntime_int8"} <= measured
+    for name, e in engines.items():
+        if name not in measured:
+            assert e["skipped"].startswith("not available: "), (name, e)
+            continue
+        assert e["ready_s"] > 0 and math.isfinite(e["rss_growth_mb"]), (name, e)
+        for case in peers["cases"]:
+            r = case["results"][name]
+            assert r["items_per_s"] > 0 and 0 < r["min_cos"] <= 1 + 1e-6, (name, case["case"], r)
+            if e["baseline"]:
+                assert r["ratio"] > 0, (name, case["case"])
+    for name in ("onnxruntime_fp32", "openvino_f32"):
+        assert min(c["results"][name]["min_cos"] for c in peers["cases"]) >= 0.99999, name
+    assert peers["export"]["seconds"]["onnx_export_image"] > 0
+    table = (results / "peers.md").read_text()
+    assert all(f"| {c['label']} |" in table for c in peers["cases"])
