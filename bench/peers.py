@@ -187,6 +187,12 @@ def ensure_exports(ckpt, cache: Path, log=print) -> dict:
         dense = handspring_models.load("clip_vit_b_32", weights_dir=ckpt.weights_dir, precision="fp32")
     seconds["load_dense_fp32"] = time.perf_counter() - t
     model = dense.model
+    # packed weights are plain tensor attributes, not parameters: look at every module's own
+    packed = [f"{name}.{key}" for name, module in model.named_modules() for key, value in vars(module).items()
+              if isinstance(value, torch.Tensor) and value.is_mkldnn]
+    if packed:  # the loader packs elsewhere now: _packing_off must follow it
+        raise RuntimeError(f"the dense copy has packed weights ({packed[0]}, ...): bench/peers._packing_off "
+                           "no longer turns packing off")
     batch = torch.export.Dim("batch", min=1, max=1024)
     n = torch.export.Dim("n", min=2, max=dense.context_length)
     pixels = torch.stack([torch.zeros(3, dense.image_size, dense.image_size)] * 2)
