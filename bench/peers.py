@@ -24,6 +24,8 @@ import hashlib
 import json
 import logging
 import shutil
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -73,10 +75,14 @@ def cases(quick: bool) -> list[Case]:
             Case(f"text_b{big}_short", f"text, batch {big}, short", "text", big)]
 
 
-def _rss_mb() -> float:
-    import psutil
-
-    return psutil.Process().memory_info().rss / 2**20
+def _status_mb() -> dict[str, float]:
+    """This process's resident memory now and its peak (VmRSS, VmHWM), in MB."""
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return out
 
 
 def versions() -> dict:
@@ -267,6 +273,9 @@ def _onnxruntime(folder: Path, suffix: str, threads: int, reference) -> Engine:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
+    # No busy-waiting between runs: timed in alternation, its spinning threads would take the cores
+    # from the engine timed next (on 2 cores, that slows it several-fold)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     image = ort.InferenceSession(str(folder / f"image{suffix}.onnx"), options, providers=["CPUExecutionProvider"])
     text = ort.InferenceSession(str(folder / f"text{suffix}.onnx"), options, providers=["CPUExecutionProvider"])
     engine = _peer_engine(lambda px: image.run(None, {"pixels": px})[0],
@@ -326,6 +335,49 @@ def _plan(ckpt, precisions: list[str], backends: list[str]) -> list[tuple]:
     return plan
 
 
+# ---------------------------------------------------------------- start-up and memory, each alone
+
+def measure_ready(name: str, ckpt, folder: Path, threads: int, reference) -> dict:
+    """An engine's start-up and memory in a fresh process (``python -m bench.peers ready``): in the
+    bench's own process, the allocator reuses what earlier engines and the export freed, so RSS
+    growth there says little. The child imports torch and handspring_models first (the ground
+    every engine shares), then times building the engine, its runtime's import included."""
+    from .servers import REPO
+
+    spec = {"engine": name, "weights_dir": str(ckpt.weights_dir), "folder": str(folder), "threads": threads,
+            "normalize": bool(reference.normalize), "context_length": reference.context_length,
+            "image_size": reference.image_size, "text": reference.prepare("text", "a photo of a dog").tolist()}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bench.peers", "ready", json.dumps(spec)], cwd=REPO,
+                              capture_output=True, text=True, timeout=600, check=False)
+    except subprocess.TimeoutExpired:
+        return {"ready_error": "timed out after 600 s"}
+    if proc.returncode != 0:
+        return {"ready_error": (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1][:300]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _ready_child(spec: dict) -> dict:
+    from types import SimpleNamespace
+
+    torch.set_num_threads(spec["threads"])
+    import handspring_models  # noqa: F401 - the common ground, before the clock starts
+
+    ground = _status_mb()["VmRSS"]
+    reference = SimpleNamespace(normalize=spec["normalize"], context_length=spec["context_length"])
+    builders = {entry[0]: entry[4] for entry in _plan(SimpleNamespace(weights_dir=Path(spec["weights_dir"])),
+                                                      ["fp32", "bf16"], list(BACKENDS))}
+    t = time.perf_counter()
+    engine = builders[spec["engine"]](Path(spec["folder"]), spec["threads"], reference)
+    ready_s = time.perf_counter() - t
+    at_ready = _status_mb()["VmRSS"]
+    # one image and one text: the first call of each allocates the runtime's working memory
+    engine.encode("image", [torch.zeros(3, spec["image_size"], spec["image_size"])])
+    engine.encode("text", [torch.tensor(spec["text"])])
+    return {"ready_s": ready_s, "rss_ground_mb": ground, "rss_at_ready_mb": at_ready,
+            "rss_growth_mb": at_ready - ground, "peak_rss_mb": _status_mb()["VmHWM"]}
+
+
 # ---------------------------------------------------------------- the run
 
 def _case_inputs(case: Case, reference, pixel_pool, captions, long_text) -> list[torch.Tensor]:
@@ -374,7 +426,6 @@ def run(ckpt, precisions: list[str], cache: Path, quick: bool, backends: Sequenc
         entry: dict = {"label": label, "precision": precision, "baseline": baseline}
         result["engines"][name] = entry
         reference = engines.get(REFERENCE)
-        rss, t = _rss_mb(), time.perf_counter()
         try:
             engine = build(folder, threads, reference and reference.embedder)
         except (TypeError, ImportError, ValueError, RuntimeError) as e:
@@ -383,11 +434,16 @@ def run(ckpt, precisions: list[str], cache: Path, quick: bool, backends: Sequenc
             entry["skipped"] = f"not available: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
             log(f"    {label}: {entry['skipped']}")
             continue
-        entry.update(ready_s=time.perf_counter() - t, rss_growth_mb=_rss_mb() - rss, **engine.info)
+        entry.update(engine.info)
         engines[name] = engine
-        log(f"    {label:28s} ready in {entry['ready_s']:5.2f} s, RSS +{entry['rss_growth_mb']:4.0f} MB"
-            + (f"  ({entry['note']})" if entry.get("note") else ""))
     emb = engines[REFERENCE].embedder
+    for name in engines:
+        entry = result["engines"][name]
+        entry.update(measure_ready(name, ckpt, folder, threads, emb))
+        log(f"    {entry['label']:28s} " + (f"ready in {entry['ready_s']:5.2f} s, RSS +{entry['rss_growth_mb']:4.0f} MB "
+                                           f"at ready, peak {entry['peak_rss_mb']:4.0f} MB" if "ready_s" in entry
+                                           else f"start-up not measured: {entry['ready_error']}")
+            + (f"  ({entry['note']})" if entry.get("note") else ""))
     baselines = {name: result["engines"][name]["baseline"] for name in engines}
 
     photos = bench_inputs.photos(cache, quick)
@@ -456,12 +512,13 @@ def format_peers(peers: dict) -> str:
         rows.append(row)
     lines.append(_table(["model alone, items/s", *(engines[n]["label"] for n in live)], rows))
     rows = [[e["label"], e.get("runs", "-"), _f(e.get("ready_s"), "{:.2f}"), _f(e.get("rss_growth_mb"), "{:.0f}"),
-             _f(e.get("min_cos_image"), "{:.7f}"), _f(e.get("min_cos_text"), "{:.7f}"),
-             e.get("note") or e.get("skipped", "")] for e in engines.values()]
-    lines.append("\n    per engine: ready = load or compile (not the one-off export); RSS growth in this process "
-                 "(a runtime's first engine also pays its libraries); min cos vs HS fp32 over every case")
-    lines.append(_table(["engine", "runs", "ready s", "RSS +MB", "min cos images", "min cos texts", "note"], rows,
-                        "llrrrrl"))
+             _f(e.get("peak_rss_mb"), "{:.0f}"), _f(e.get("min_cos_image"), "{:.7f}"), _f(e.get("min_cos_text"), "{:.7f}"),
+             e.get("note") or e.get("skipped") or e.get("ready_error", "")] for e in engines.values()]
+    lines.append("\n    per engine, each alone in a fresh process that has imported torch and handspring_models: ready = "
+                 "import of its runtime + load or compile (not the one-off export); RSS growth at ready; peak RSS after "
+                 "one image and one text. Min cos vs HS fp32 over every case")
+    lines.append(_table(["engine", "runs", "ready s", "RSS +MB", "peak MB", "min cos images", "min cos texts", "note"],
+                        rows, "llrrrrrl"))
     ex = peers["export"]
     lines.append(f"    one-off export ({'cached, from the run that built it' if ex['cached'] else 'this run'}): "
                  + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in ex["seconds"].items()))
@@ -496,3 +553,9 @@ def markdown(peers: dict) -> str:
     notes = [f"{e['label']}: {e['note']}" for e in engines.values() if e.get("note")]
     lines += [f"- {x}" for x in skipped + notes]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m bench.peers ready SPEC: one engine's start-up, in a fresh process
+    if len(sys.argv) != 3 or sys.argv[1] != "ready":
+        raise SystemExit("usage: python -m bench.peers ready SPEC_JSON (run by bench.peers.measure_ready)")
+    print(json.dumps(_ready_child(json.loads(sys.argv[2]))))

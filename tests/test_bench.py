@@ -178,7 +178,7 @@ def test_peers_section(quick_run):
         if name not in measured:
             assert e["skipped"].startswith("not available: "), (name, e)
             continue
-        assert e["ready_s"] > 0 and math.isfinite(e["rss_growth_mb"]), (name, e)
+        assert e["ready_s"] > 0 and math.isfinite(e["rss_growth_mb"]) and e["peak_rss_mb"] > 0, (name, e)
         for case in peers["cases"]:
             r = case["results"][name]
             assert r["items_per_s"] > 0 and 0 < r["min_cos"] <= 1 + 1e-6, (name, case["case"], r)
