@@ -18,6 +18,7 @@ faster). Min cosine of each engine's vectors against Handspring fp32 (torch) on 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import hashlib
@@ -157,17 +158,20 @@ def _quantize_int8(src: Path, dst: Path, scratch: Path) -> str:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    src, dst, scratch = src.resolve(), dst.resolve(), scratch.resolve()
     pre = scratch / f"{src.stem}.pre.onnx"
     how = "pre-processed"
-    try:
-        quant_pre_process(str(src), str(pre))
-    except Exception:  # noqa: BLE001 - symbolic shape inference gives up on some dynamic graphs
+    # shape inference leaves its temporary files in the working directory: keep them in the cache
+    with contextlib.chdir(scratch):
         try:
-            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            how = "pre-processed without symbolic shape inference"
-        except Exception as e:  # noqa: BLE001
-            pre, how = src, f"not pre-processed ({type(e).__name__})"
-    quantize_dynamic(str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8)
+            quant_pre_process(str(src), str(pre))
+        except Exception:  # noqa: BLE001 - symbolic shape inference gives up on some dynamic graphs
+            try:
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+                how = "pre-processed without symbolic shape inference"
+            except Exception as e:  # noqa: BLE001
+                pre, how = src, f"not pre-processed ({type(e).__name__})"
+        quantize_dynamic(str(pre), str(dst), per_channel=True, weight_type=QuantType.QInt8)
     return how
 
 
@@ -223,8 +227,8 @@ def ensure_exports(ckpt, cache: Path, log=print) -> dict:
         # the weights stay f32 in the IR (save_model would halve them to f16 by default)
         ov.save_model(ov.convert_model(root / f"{tower}.onnx"), root / f"{tower}.xml", compress_to_fp16=False)
         seconds[f"openvino_convert_{tower}"] = time.perf_counter() - t
-    for f in root.glob("*.pre.onnx"):
-        f.unlink()
+    for f in [*root.glob("*.pre.onnx"), *root.glob("*.data"), *root.glob("sym_shape_infer_temp.onnx")]:
+        f.unlink()  # the quantizer's intermediates
     del dense, model, exports
     gc.collect()  # the exporter's graphs: not to be counted in the engines' memory growth
     stamp_file.write_text(json.dumps({"key": key, "seconds": seconds, "notes": notes}, indent=1) + "\n")
