@@ -429,6 +429,10 @@ def run(ckpt, precisions: list[str], cache: Path, quick: bool, backends: Sequenc
     for name, label, precision, baseline, build in plan:
         entry: dict = {"label": label, "precision": precision, "baseline": baseline}
         result["engines"][name] = entry
+        if precision not in ("fp32", "int8") and not (quick or result["native_bf16"]):
+            # as (d): emulated bf16 is slower than fp32 (auto picks fp32 here) and would take minutes
+            entry["skipped"] = f"not run: this CPU has no native {precision} (auto runs fp32 here)"
+            continue
         reference = engines.get(REFERENCE)
         try:
             engine = build(folder, threads, reference and reference.embedder)
@@ -527,7 +531,8 @@ def format_peers(peers: dict) -> str:
     lines.append(f"    one-off export ({'cached, from the run that built it' if ex['cached'] else 'this run'}): "
                  + ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in ex["seconds"].items()))
     if not peers.get("native_bf16"):
-        lines.append("    this CPU has no native bf16: bf16 is emulated (slow) and OpenVINO may run f32 when asked for bf16")
+        lines.append("    this CPU has no native bf16: bf16 is emulated (slow; the full run skips it) and OpenVINO runs "
+                     "f32 when asked for bf16")
     return "\n".join(lines)
 
 
