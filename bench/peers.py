@@ -396,9 +396,10 @@ def _case_inputs(case: Case, reference, pixel_pool, captions, long_text) -> list
 
 
 def _min_cos(vectors: np.ndarray, reference: np.ndarray) -> float:
-    a = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    b = reference / np.linalg.norm(reference, axis=1, keepdims=True)
-    return float((a.astype(np.float64) * b).sum(axis=1).min())
+    a, b = vectors.astype(np.float64), reference.astype(np.float64)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    b /= np.linalg.norm(b, axis=1, keepdims=True)
+    return float((a * b).sum(axis=1).min())
 
 
 def run(ckpt, precisions: list[str], cache: Path, quick: bool, backends: Sequence[str] = BACKENDS,
