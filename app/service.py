@@ -239,7 +239,8 @@ class Service:
             ("unit vectors (L2-normalized)" if normalized else "the model's raw outputs (not normalized)"),
             **({"weaviate_default_normalized": spec.normalize} if spec is not None else {}),
             **({"model_extra": extra()} if callable(extra) else {}),
-            "precision": {"requested": e.requested_precision, "resolved": e.precision},
+            "precision": {"requested": e.requested_precision, "resolved": e.precision,
+                          "runs": getattr(e, "runs_precision", e.precision)},
             "backend": getattr(e, "backend", "torch"),
             "weights": {
                 "dir": str(e.weights_dir),

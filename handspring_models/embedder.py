@@ -146,6 +146,15 @@ class Embedder:
             extras.update(tower_extras)
         return compiled, extras
 
+    @property
+    def runs_precision(self) -> str:
+        """The precision the forward passes really run in (the openvino backend may run a bf16
+        request in fp32 on a CPU without native bf16)."""
+        if self.backend == "openvino":
+            runs = {tower.runs_precision for tower in self._compiled.values()}
+            return runs.pop() if len(runs) == 1 else ",".join(sorted(runs))
+        return self.precision
+
     def _example(self, modality: str) -> tuple[torch.Tensor, ...]:
         """A small batch of two different inputs, to trace a tower on."""
         if modality == "image":

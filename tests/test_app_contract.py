@@ -170,7 +170,7 @@ def test_meta(client, tiny_clip, tiny_weights):
     assert meta["model"] == "clip_vit_b_32" and meta["feature"] == "clip_vit_b_32"
     assert meta["features"] == ["clip_vit_b_32"] and meta["modalities"] == ["text", "image"]
     assert meta["dim"] == tiny_clip.dim == 32 and meta["normalized"] is True
-    assert meta["precision"] == {"requested": "fp32", "resolved": "fp32"}
+    assert meta["precision"] == {"requested": "fp32", "resolved": "fp32", "runs": "fp32"}
     config = json.loads((tiny_weights / "config.json").read_text())
     assert meta["weights"] == {"dir": str(tiny_weights), "manifest_sha256": tiny_clip.manifest_sha256,
                                "source": config["source"], "license": config["license"], "random": False}

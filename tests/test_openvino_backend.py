@@ -73,6 +73,15 @@ def test_towers_are_converted_once_then_read_from_the_cache(weights_copy, monkey
 def test_the_torch_weights_are_not_kept(openvino_clip):
     assert openvino_clip.model is None
     assert openvino_clip.backend == "openvino"
+    assert openvino_clip.runs_precision == "fp32"
+
+
+def test_bf16_says_what_it_runs(weights_copy):
+    from handspring_models.runtime.precision import native_bf16
+
+    bf16 = handspring_models.load("clip_vit_b_32_text", weights_copy, precision="bf16", backend="openvino")
+    assert bf16.precision == "bf16"
+    assert bf16.runs_precision == ("bf16" if native_bf16() else "fp32")
 
 
 def test_the_cache_key_follows_the_weights_the_code_and_the_tower(tmp_path):
