@@ -153,7 +153,9 @@ def _prewarm(ckpt) -> None:
     """Put both servers' files in the page cache and their imports' files too, so neither start-up
     pays for a cold disk the other does not."""
     for folder in (ckpt.hf_dir, ckpt.weights_dir):
-        for f in folder.iterdir():
+        for f in folder.rglob("*"):  # the weights folder may hold a backend's cache (openvino/)
+            if not f.is_file():
+                continue
             with open(f, "rb") as fh:
                 while fh.read(1 << 24):
                     pass
