@@ -12,7 +12,6 @@ subclasses it with the model's own maths.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -125,8 +124,9 @@ class Embedder:
         if missing:
             raise backends.BackendUnavailableError(
                 f"the openvino backend has no tower for {self.model_name}'s {', '.join(missing)}; use backend='torch'")
-        family_dir = Path(inspect.getfile(type(self))).parent
-        code = [*family_dir.glob("*.py"), *Path(__file__).parent.joinpath("runtime").glob("*.py")]
+        # Every source file of the library: a family may build on another's modules (multilingual
+        # CLIP on CLIP's ViT), and a stale IR would silently compute an old model.
+        code = sorted(Path(__file__).parent.rglob("*.py"))
         roots = [self.weights_dir / "openvino", home() / "openvino" / self.model_name]
         fp32_model: list[torch.nn.Module] = []  # loaded at most once, only if a tower needs converting
 
