@@ -57,8 +57,9 @@ def parse_args(argv):
     p.add_argument("--single", type=int, help="sequential requests for single-text latency (default 100; quick 5)")
     p.add_argument("--model-size", choices=["full", "tiny"], help="checkpoint size (default full; quick tiny)")
     p.add_argument("--skip-server", action="store_true", help="skip (a), the servers")
-    p.add_argument("--backends", type=_strs, default=["torch", "openvino"],
-                   help="Handspring backends served in (a) beside the default torch one (default torch,openvino)")
+    p.add_argument("--backends", type=_strs,
+                   help="Handspring backends served in (a) beside the default torch one (default torch,openvino; "
+                        "quick: torch, as (f) and the tests cover the openvino backend)")
     p.add_argument("--skip-model", action="store_true", help="skip (b), the model alone")
     p.add_argument("--skip-fidelity", action="store_true", help="skip (c), in-process fidelity")
     p.add_argument("--skip-imagebind", action="store_true",
@@ -80,6 +81,7 @@ def parse_args(argv):
     a.single = a.single if a.single is not None else (5 if a.quick else 100)
     a.starts = max(1, a.starts if a.starts is not None else (1 if a.quick else 3))
     a.model_size = a.model_size or ("tiny" if a.quick else "full")
+    a.backends = a.backends or (["torch"] if a.quick else ["torch", "openvino"])
     unknown = [b for b in a.peers_backends if b not in ("torch", "openvino")]
     if unknown:
         p.error(f"--peers-backends: unknown backend {', '.join(unknown)} (choose from torch, openvino)")

@@ -108,38 +108,6 @@ def _weights_fingerprint(folder: Path) -> str:
 
 # ---------------------------------------------------------------- exports
 
-class _ImageTower(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, pixels):
-        return self.model.encode_image(pixels)
-
-
-class _TextTower(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens, eot_index):
-        return self.model.encode_text(tokens, eot_index)
-
-
-@contextmanager
-def _packing_off():
-    """Load an embedder whose linear weights stay dense fp32 tensors (packed oneDNN tensors cannot be
-    exported): the same weights, in the layout every exporter reads."""
-    import handspring_models.embedder as embedder_module
-
-    packer = embedder_module.pack_linear_weights
-    embedder_module.pack_linear_weights = lambda model: 0
-    try:
-        yield
-    finally:
-        embedder_module.pack_linear_weights = packer
-
-
 @contextmanager
 def _quiet(logger_name: str):
     logger = logging.getLogger(logger_name)
@@ -179,6 +147,7 @@ def ensure_exports(ckpt, cache: Path, log=print) -> dict:
     """The ONNX files (fp32 and int8) and OpenVINO IR of both towers, built once per checkpoint and
     library versions. Returns {"folder", "cached", "seconds": {step: s}, "notes"}."""
     import handspring_models
+    from handspring_models.embedder import Tower
 
     root = cache / f"peers-{ckpt.size}-seed{ckpt.seed}"
     key = {"weights": _weights_fingerprint(ckpt.weights_dir), **versions()}
@@ -193,31 +162,25 @@ def ensure_exports(ckpt, cache: Path, log=print) -> dict:
     seconds: dict[str, float] = {}
     notes: dict[str, str] = {}
     t = time.perf_counter()
-    with _packing_off():
-        dense = handspring_models.load("clip_vit_b_32", weights_dir=ckpt.weights_dir, precision="fp32")
+    emb = handspring_models.load("clip_vit_b_32", weights_dir=ckpt.weights_dir, precision="fp32")
+    model = emb.dense_model()  # the same weights, unpacked: packed oneDNN tensors cannot be exported
     seconds["load_dense_fp32"] = time.perf_counter() - t
-    model = dense.model
-    # packed weights are plain tensor attributes, not parameters: look at every module's own
-    packed = [f"{name}.{key}" for name, module in model.named_modules() for key, value in vars(module).items()
-              if isinstance(value, torch.Tensor) and value.is_mkldnn]
-    if packed:  # the loader packs elsewhere now: _packing_off must follow it
-        raise RuntimeError(f"the dense copy has packed weights ({packed[0]}, ...): bench/peers._packing_off "
-                           "no longer turns packing off")
     batch = torch.export.Dim("batch", min=1, max=1024)
-    n = torch.export.Dim("n", min=2, max=dense.context_length)
-    pixels = torch.stack([torch.zeros(3, dense.image_size, dense.image_size)] * 2)
-    tokens, eot = _text_inputs(dense, ["a photo of a dog", "a cat"])
-    exports = (("image", _ImageTower(model), (pixels,), {"pixels": {0: batch}}, ["pixels"]),
-               ("text", _TextTower(model), (tokens, eot), {"tokens": {0: batch, 1: n}, "eot_index": {0: batch}},
-                ["tokens", "eot_index"]))
+    n = torch.export.Dim("n", min=2, max=emb.context_length)
+    pixels = [torch.zeros(3, emb.image_size, emb.image_size)] * 2
+    texts = [emb.prepare("text", text) for text in ("a photo of a dog", "a cat")]
+    exports = (("image", pixels, ({0: batch},), ["pixels"]),
+               ("text", texts, ({0: batch, 1: n}, {0: batch}), ["tokens", "eot_index"]))
     import openvino as ov
 
-    for tower, module, args, dynamic, names in exports:
+    for tower, prepared, dynamic, names in exports:
+        module, args = Tower(model, emb.TOWERS[tower]).eval(), emb.tower_inputs(tower, prepared)
         t = time.perf_counter()
         # the exporter narrates every step, and warns of torchvision ops it cannot register
         with warnings.catch_warnings(), redirect_stdout(None), _quiet("torch.onnx"):
             warnings.simplefilter("ignore")
-            torch.onnx.export(module.eval(), args, root / f"{tower}.onnx", dynamo=True, dynamic_shapes=dynamic,
+            # (dynamic,): the tower's forward takes its inputs as one *inputs argument
+            torch.onnx.export(module, args, root / f"{tower}.onnx", dynamo=True, dynamic_shapes=(dynamic,),
                               input_names=names, output_names=["features"], external_data=False, verbose=False)
         seconds[f"onnx_export_{tower}"] = time.perf_counter() - t
         t = time.perf_counter()
@@ -229,7 +192,7 @@ def ensure_exports(ckpt, cache: Path, log=print) -> dict:
         seconds[f"openvino_convert_{tower}"] = time.perf_counter() - t
     for f in [*root.glob("*.pre.onnx"), *root.glob("*.data"), *root.glob("sym_shape_infer_temp.onnx")]:
         f.unlink()  # the quantizer's intermediates
-    del dense, model, exports
+    del emb, model, module, exports
     gc.collect()  # the exporter's graphs: not to be counted in the engines' memory growth
     stamp_file.write_text(json.dumps({"key": key, "seconds": seconds, "notes": notes}, indent=1) + "\n")
     return {"folder": str(root), "cached": False, "seconds": seconds, "notes": notes}
@@ -237,35 +200,17 @@ def ensure_exports(ckpt, cache: Path, log=print) -> dict:
 
 # ---------------------------------------------------------------- engines
 
-def _text_inputs(emb, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    from handspring_models.clip.embedder import pad_causal
-
-    return pad_causal([emb.prepare("text", t) for t in texts], emb.context_length)
-
-
-def _finisher(reference) -> Callable[[np.ndarray], np.ndarray]:
-    """A peer's raw features -> vectors as the embedder returns them (float32, normalized if it does)."""
-    def finish(features: np.ndarray) -> np.ndarray:
-        vectors = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-        if reference.normalize:
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        return vectors.numpy()
-
-    return finish
-
-
 def _peer_engine(run_image, run_text, reference) -> Engine:
-    """A peer fed what the embedder builds: stacked fp32 pixels; pad_causal's tokens and indices."""
-    from handspring_models.clip.embedder import pad_causal
-
-    finish = _finisher(reference)
-
+    """A peer fed the tensors the embedder feeds its own towers, its outputs finished as the
+    embedder finishes them (float32, normalized if it normalizes). The outputs are copied: OpenVINO's
+    are read-only views of its own buffers."""
     def images(prepared):
-        return finish(run_image(torch.stack(list(prepared)).numpy()))
+        (pixels,) = reference.tower_inputs("image", prepared)
+        return reference.finish(torch.tensor(run_image(pixels.numpy())))
 
     def texts(prepared):
-        tokens, eot = pad_causal(prepared, reference.context_length)
-        return finish(run_text(tokens.numpy(), eot.numpy()))
+        tokens, eot = reference.tower_inputs("text", prepared)
+        return reference.finish(torch.tensor(run_text(tokens.numpy(), eot.numpy())))
 
     return Engine(images, texts)
 
@@ -363,10 +308,13 @@ def _ready_child(spec: dict) -> dict:
     from types import SimpleNamespace
 
     torch.set_num_threads(spec["threads"])
-    import handspring_models  # noqa: F401 - the common ground, before the clock starts
+    from handspring_models.clip.embedder import CLIPEmbedder  # the common ground, before the clock starts
 
     ground = _status_mb()["VmRSS"]
+    # The embedder's own input building and finishing, without its weights: this process measures a peer alone
     reference = SimpleNamespace(normalize=spec["normalize"], context_length=spec["context_length"])
+    reference.tower_inputs = functools.partial(CLIPEmbedder.tower_inputs, reference)
+    reference.finish = functools.partial(CLIPEmbedder.finish, reference)
     builders = {entry[0]: entry[4] for entry in _plan(SimpleNamespace(weights_dir=Path(spec["weights_dir"])),
                                                       ["fp32", "bf16"], list(BACKENDS))}
     t = time.perf_counter()

@@ -133,9 +133,9 @@ class Embedder:
         def build(modality: str):
             def tower():
                 if not fp32_model:
-                    fp32_model.append(self._load_model(meta, torch.float32))
+                    fp32_model.append(self.dense_model())
                 model = fp32_model[0]
-                return _Tower(model, self.TOWERS[modality]), self._example(modality), self._extras(model)
+                return Tower(model, self.TOWERS[modality]), self._example(modality), self._extras(model)
             return tower
 
         compiled, extras = {}, {}
@@ -145,6 +145,11 @@ class Embedder:
                 roots, key, modality, self.precision, torch.get_num_threads(), build(modality))
             extras.update(tower_extras)
         return compiled, extras
+
+    def dense_model(self) -> torch.nn.Module:
+        """A fresh copy of this feature's model in fp32 with plain (unpacked) weights: what a
+        converter or exporter reads. ``tower_inputs`` builds its towers' inputs."""
+        return self._load_model(read_config(self.weights_dir), torch.float32)
 
     @property
     def runs_precision(self) -> str:
@@ -161,7 +166,7 @@ class Embedder:
             items = [torch.zeros(3, self.image_size, self.image_size), torch.ones(3, self.image_size, self.image_size)]
         else:
             items = [self.prepare("text", "a photo of a dog"), self.prepare("text", "two")]
-        return self._batch(modality, items)
+        return self.tower_inputs(modality, items)
 
     def _extras(self, model: torch.nn.Module) -> dict:
         """Numbers the family reports beside its vectors, read from the loaded model (kept when
@@ -234,15 +239,16 @@ class Embedder:
         self.require(modality)
         if len(prepared) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self._finish(self._forward(modality, prepared))
+        return self.finish(self._forward(modality, prepared))
 
-    def _batch(self, modality: str, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-        """A non-empty list of prepared inputs -> the tower's input tensors (float ones in float32)."""
+    def tower_inputs(self, modality: str, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """A non-empty list of prepared inputs -> the input tensors of the model's ``TOWERS[modality]``
+        method (float ones in float32)."""
         raise NotImplementedError
 
     def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
         """The forward pass over a non-empty list of prepared inputs -> [n, dim]."""
-        batch = self._batch(modality, prepared)
+        batch = self.tower_inputs(modality, prepared)
         if self.backend == "openvino":
             return self._compiled[modality](*batch)
         inputs = (t.to(self.dtype) if t.is_floating_point() else t for t in batch)
@@ -258,8 +264,8 @@ class Embedder:
             else:
                 self.encode("text", [self.prepare("text", "warm up")])
 
-    def _finish(self, vectors: torch.Tensor) -> np.ndarray:
-        """A forward pass's output [n, dim] -> float32 numpy, L2-normalized if asked."""
+    def finish(self, vectors: torch.Tensor) -> np.ndarray:
+        """A tower's output [n, dim] -> the vectors ``encode`` returns: float32 numpy, L2-normalized if asked."""
         vectors = vectors.float()
         if self.normalize:
             vectors = torch.nn.functional.normalize(vectors, dim=-1)
@@ -285,7 +291,7 @@ class Embedder:
         return f"<{type(self).__name__} {self.feature} {self.precision} {self.backend} from {self.weights_dir}>"
 
 
-class _Tower(torch.nn.Module):
+class Tower(torch.nn.Module):
     """One of a model's encode methods as a module of its own, for a converter to trace."""
 
     def __init__(self, model: torch.nn.Module, method: str):

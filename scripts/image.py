@@ -76,7 +76,11 @@ class Engine:
                               capture_output=capture, **kw)
 
     def has_image(self, ref: str) -> bool:
-        return self.run("image", "inspect", ref, check=False, timeout=60).returncode == 0
+        return self.image_id(ref) is not None
+
+    def image_id(self, ref: str) -> str | None:
+        found = self.run("image", "inspect", "--format", "{{.Id}}", ref, check=False, timeout=60)
+        return found.stdout.strip() or None if found.returncode == 0 else None
 
 
 def podman_argv() -> tuple[str, ...]:
@@ -320,9 +324,15 @@ def build(tag: str, model: str = "clip_vit_b_32", weights_src: str = "download",
         argv = engine.cmd("build", *flags, "-t", tag, "-f", str(REPO / "Dockerfile"),
                           *[f"--build-arg={k}={v}" for k, v in args.items()], str(context))
         log(" ".join(argv))
+        replaced = engine.image_id(tag)
         started = time.monotonic()
         subprocess.run(argv, check=True)
         log(f"built {tag} in {time.monotonic() - started:.0f} s")
+    if replaced and replaced != engine.image_id(tag):
+        # The image the tag named before is left untagged, with its layers: repeated builds would fill
+        # the disk (the test suite builds on every run). A container still using it keeps it.
+        if engine.run("rmi", replaced, check=False, timeout=120).returncode == 0:
+            log(f"removed the image {tag} named before ({replaced[:12]})")
     return engine
 
 

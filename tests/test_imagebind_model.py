@@ -44,10 +44,10 @@ def encode(embedder, name: str, x: torch.Tensor) -> np.ndarray:
     return embedder.encode(SERVICE_MODALITY[name], list(x))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def huge_dir(tmp_path_factory, bpe_path):
     """Full-size imagebind_huge with the seeded random weights and the real vocabulary (4.8 GB of
-    float32 on disk, removed after the session: pytest keeps its last three temp folders)."""
+    float32 on disk, removed after this module: the suite's disk is not to hold every big checkpoint at once)."""
     out = tmp_path_factory.mktemp("imagebind-huge")
     random_weights("imagebind_huge", out, WEIGHTS_SEED)
     with gzip.open(bpe_path, "rb") as src, open(out / "merges.txt", "wb") as dst:

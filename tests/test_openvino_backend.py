@@ -59,8 +59,9 @@ def test_one_image_equals_it_in_a_batch(openvino_clip, photos):
 
 def test_towers_are_converted_once_then_read_from_the_cache(weights_copy, monkeypatch):
     first = handspring_models.load("clip_vit_b_32", weights_copy, precision="fp32", backend="openvino")
-    converted = sorted(p.name for p in (weights_copy / "openvino").iterdir() if p.name != "compiled")
+    converted = sorted(p.name for p in (weights_copy / "openvino").iterdir())
     assert [name.split("-")[0] for name in converted] == ["image", "text"]
+    assert all(any((weights_copy / "openvino" / name / "compiled").iterdir()) for name in converted)
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted again")
@@ -98,7 +99,17 @@ def test_the_cache_key_follows_the_weights_the_code_and_the_tower(tmp_path):
 def test_one_tower_feature_converts_only_its_tower(weights_copy):
     text_only = handspring_models.load("clip_vit_b_32_text", weights_copy, backend="openvino")
     assert text_only.embed_texts(["a dog"]).shape == (1, text_only.dim)
-    assert [p.name.split("-")[0] for p in (weights_copy / "openvino").iterdir() if p.name != "compiled"] == ["text"]
+    assert [p.name.split("-")[0] for p in (weights_copy / "openvino").iterdir()] == ["text"]
+
+
+def test_a_new_conversion_removes_the_towers_stale_irs(weights_copy, monkeypatch):
+    handspring_models.load("clip_vit_b_32", weights_copy, backend="openvino")
+    old = {p.name for p in (weights_copy / "openvino").iterdir()}
+    monkeypatch.setattr(openvino_towers, "cache_key", lambda manifest, code, tower: "0" * 16)
+    handspring_models.load("clip_vit_b_32_text", weights_copy, backend="openvino")  # as after a code change
+    now = {p.name for p in (weights_copy / "openvino").iterdir()}
+    assert {name.split("-")[0] for name in now} == {"image", "text"}
+    assert now & old == {name for name in old if name.startswith("image-")}  # only the text tower was redone
 
 
 def test_an_unknown_backend_is_refused(tiny_weights):

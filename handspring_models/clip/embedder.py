@@ -55,7 +55,7 @@ class CLIPEmbedder(Embedder):
             return end_of_text_ids(self.tokenizer, item)
         return self._image_pixels(item)
 
-    def _batch(self, modality: str, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def tower_inputs(self, modality: str, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         if modality == "image":
             return (torch.stack(list(prepared)),)
         return pad_causal(prepared, self.context_length)

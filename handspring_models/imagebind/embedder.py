@@ -100,7 +100,7 @@ class ImageBindEmbedder(Embedder):
         return sensors.preprocess_imu(data)
 
     def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
-        """[n, 1024]: unit vectors after ``_finish`` unless ``normalize=False``."""
+        """[n, 1024]: unit vectors after ``finish`` unless ``normalize=False``."""
         if modality == "text":
             return self.model.encode_text(*pad_causal(prepared, self.context_length))
         # A video is 15 clips, an audio file 3: chunk so one pass holds at most ~MAX_CLIPS of them

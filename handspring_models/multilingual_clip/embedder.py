@@ -46,7 +46,7 @@ class MultilingualCLIPEmbedder(Embedder):
             tokens[row, : len(ids)] = ids
         return tokens, lengths
 
-    def _batch(self, modality: str, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def tower_inputs(self, modality: str, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         if modality == "image":
             return (torch.stack(list(prepared)),)
         return self._pad_texts(prepared)

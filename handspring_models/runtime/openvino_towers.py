@@ -8,9 +8,10 @@ mode, ``bf16`` where asked (OpenVINO runs it natively only on CPUs with AVX512-B
 runs f32 elsewhere).
 
 Conversion is paid once, at the first load (or ahead, by ``python -m handspring_models.weights
-compile``). OpenVINO's own cache of compiled blobs (``CACHE_DIR``, in ``compiled/`` beside the
-IR) makes later starts skip most of the compilation too: measured on a ViT-B/32, 0.6 s instead of
-1.4 s for both towers, at the same memory, for as much disk again as the IR.
+compile``). OpenVINO's own cache of compiled blobs (``CACHE_DIR``, in ``compiled/`` inside the
+IR's folder) makes later starts skip most of the compilation too: measured on a ViT-B/32, 0.6 s
+instead of 1.4 s for both towers, at the same memory, for as much disk again as the IR. A new
+conversion deletes the tower's IRs under other keys, blobs included.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -125,8 +127,21 @@ def load_tower(roots: Sequence[Path], key: str, tower: str, precision: str, thre
         folder = tower_folder(_first_writable(roots), key, tower)
         module, example, extras = build()
         convert(module, example, folder, extras)
-    blobs = _first_writable([folder.parent / "compiled", *(r / "compiled" for r in roots)], required=False)
+        remove_stale(folder.parent, key, tower)
+    # The compiled blobs live in the IR's folder (so they go with it), else in a user cache.
+    blobs = _first_writable([folder / "compiled", *(r / "compiled" for r in roots)], required=False)
     return CompiledTower(folder, precision, threads, blobs), read_extras(folder)
+
+
+def remove_stale(root: Path, key: str, tower: str) -> list[Path]:
+    """Delete the IRs of ``tower`` under other keys (older weights, code or versions): each is as
+    large as the weights and would never be read again. A process still running one keeps its
+    mapped copy (the files are unlinked, not overwritten)."""
+    stale = [p for p in root.glob(f"{tower}-*") if p.is_dir() and p.name != f"{tower}-{key}"
+             and re.fullmatch(rf"{re.escape(tower)}-[0-9a-f]{{16}}", p.name)]  # not another one's staging folder
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
 
 
 def _first_writable(roots: Sequence[Path], required: bool = True) -> Path | None:

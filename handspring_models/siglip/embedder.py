@@ -60,5 +60,5 @@ class SiglipEmbedder(Embedder):
             raise InvalidInputError(f"an image must be encoded bytes or a PIL image, not {type(item).__name__}")
         return preprocess(item, self.image_recipe)
 
-    def _batch(self, modality: str, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    def tower_inputs(self, modality: str, prepared: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
         return (torch.stack(list(prepared)),)

@@ -183,15 +183,17 @@ def siglip2_tiny_hf(tmp_path_factory):
     return build_hf_siglip(SIGLIP2_TINY, folder, seed=12, tokenizer="gemma", resample=BILINEAR), folder
 
 
-@pytest.fixture(scope="session")
-def siglip_so400m_hf(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("siglip_so400m_384_hf")
+# The full-size ones live in their one test's tmp_path, which pytest removes as soon as the test
+# passes (tmp_path_retention_policy): so400m alone is 7 GB with its conversion.
+@pytest.fixture
+def siglip_so400m_hf(tmp_path):
+    folder = tmp_path / "siglip_so400m_384_hf"
     return build_hf_siglip(SO400M_384, folder, seed=13, tokenizer="sentencepiece", resample=BICUBIC), folder
 
 
-@pytest.fixture(scope="session")
-def siglip2_base_hf(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("siglip2_base_224_hf")
+@pytest.fixture
+def siglip2_base_hf(tmp_path):
+    folder = tmp_path / "siglip2_base_224_hf"
     return build_hf_siglip(SIGLIP2_BASE_224, folder, seed=14, tokenizer="gemma", resample=BILINEAR), folder
 
 

@@ -203,15 +203,15 @@ def encode_blank() -> bytes:
 
 @pytest.mark.slow
 @pytest.mark.timeout(2700)  # ~4 CPU-minutes (a 3.5 GB checkpoint built, converted, run twice); more on a busy machine
-def test_so400m_384_end_to_end_matches_transformers(siglip_so400m_hf, tmp_path_factory, photos):
-    weights = convert(siglip_so400m_hf[1], SIGLIP_MODEL, tmp_path_factory.mktemp("siglip_so400m_weights"))
+def test_so400m_384_end_to_end_matches_transformers(siglip_so400m_hf, tmp_path, photos):
+    weights = convert(siglip_so400m_hf[1], SIGLIP_MODEL, tmp_path / "weights")
     images = {n: photos[n] for n in ("coffee_640x427", "camera_L")}
     check_end_to_end(*siglip_so400m_hf, weights, SIGLIP_MODEL, images, TEXTS[:6])
 
 
 @pytest.mark.slow
-def test_siglip2_base_224_end_to_end_matches_transformers(siglip2_base_hf, tmp_path_factory, photos):
-    weights = convert(siglip2_base_hf[1], SIGLIP2_MODEL, tmp_path_factory.mktemp("siglip2_base_weights"))
+def test_siglip2_base_224_end_to_end_matches_transformers(siglip2_base_hf, tmp_path, photos):
+    weights = convert(siglip2_base_hf[1], SIGLIP2_MODEL, tmp_path / "weights")
     images = {n: photos[n] for n in ("chelsea_rgb_451x300", "astronaut_P", "chelsea_rgba")}
     check_end_to_end(*siglip2_base_hf, weights, SIGLIP2_MODEL, images, TEXTS[:8])
 
