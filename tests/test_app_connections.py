@@ -68,7 +68,7 @@ def test_no_request_fails_under_concurrent_keep_alive_clients(server):
     assert [status for status, _, _ in results] == [200] * 80
     connections = {local for _, local, _ in results}
     assert len(connections) >= 80 // 5
-    assert max(sum(1 for _, l, _ in results if l == c) for c in connections) <= 5
+    assert max(sum(1 for _, local, _ in results if local == c) for c in connections) <= 5
 
 
 # ---------------------------------------------------------------- the middleware alone

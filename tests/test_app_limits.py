@@ -222,7 +222,7 @@ def test_a_request_taken_in_before_the_drain_is_served_during_it(app_settings, s
     app, _ = spy_app(app_settings(drain_timeout_s=30))
 
     async def main():
-        async with serve_app(app) as client:
+        async with serve_app(app):
             service = app.state.service
             arrived = time.monotonic()
             with service.admit():  # taken in; its body not read yet

@@ -11,11 +11,11 @@ import httpx
 import numpy as np
 import pytest
 
-openai = pytest.importorskip("openai", reason="the openai SDK is not installed (requirements-dev.txt)")
-OpenAI = openai.OpenAI
-
 from tests.conftest import encode
 from tests.live_server import running
+
+openai = pytest.importorskip("openai", reason="the openai SDK is not installed (requirements-dev.txt)")
+OpenAI = openai.OpenAI
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -17,8 +17,6 @@ import base64
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
