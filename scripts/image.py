@@ -80,7 +80,7 @@ class Engine:
 
     def image_id(self, ref: str) -> str | None:
         found = self.run("image", "inspect", "--format", "{{.Id}}", ref, check=False, timeout=60)
-        return found.stdout.strip() or None if found.returncode == 0 else None
+        return (found.stdout.strip() or None) if found.returncode == 0 else None
 
 
 def podman_argv() -> tuple[str, ...]:
