@@ -1,6 +1,7 @@
 """The OpenAI CLIPs published in transformers' format (ViT-B/16, L/14, L/14 at 336 px) equal
-transformers' CLIPModel on the same random full-size weights, converted with our command line
-and loaded by name. ViT-B/32 has its own tests (test_model_fidelity.py)."""
+transformers' CLIPModel on the same random weights of each model's full width, heads, patch and
+image size, converted with our command line and loaded by name. ViT-B/32 has its own tests
+(test_model_fidelity.py, full depth too)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,19 @@ from tests.test_tokenizer import TEXTS
 PHOTOS = ("chelsea_rgb_451x300", "camera_L", "coffee_rgb_600x400")
 
 
+# Every layer is the same code under the same weight names: the full 12-24 layers add minutes, not coverage.
+DEPTH = 2
+
+
 def hf_config(name: str) -> dict:
-    """transformers' CLIPConfig of a registry entry's shape."""
+    """transformers' CLIPConfig of a registry entry's shape, DEPTH layers deep."""
     arch = handspring_models.find_model(name).architecture
     v, t = arch["vision"], arch["text"]
     return dict(
         text_config=dict(vocab_size=t["vocab_size"], hidden_size=t["width"], intermediate_size=4 * t["width"],
-                         num_hidden_layers=t["layers"], num_attention_heads=t["heads"],
+                         num_hidden_layers=DEPTH, num_attention_heads=t["heads"],
                          max_position_embeddings=t["context_length"], hidden_act="quick_gelu"),
-        vision_config=dict(hidden_size=v["width"], intermediate_size=4 * v["width"], num_hidden_layers=v["layers"],
+        vision_config=dict(hidden_size=v["width"], intermediate_size=4 * v["width"], num_hidden_layers=DEPTH,
                            num_attention_heads=v["heads"], image_size=v["image_size"], patch_size=v["patch_size"],
                            hidden_act="quick_gelu"),
         projection_dim=arch["embed_dim"],

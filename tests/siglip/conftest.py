@@ -52,18 +52,21 @@ SIGLIP2_TINY = dict(
     vision_config=dict(hidden_size=32, intermediate_size=96, num_hidden_layers=3, num_attention_heads=2,
                        image_size=48, patch_size=16),
 )
-# google/siglip-so400m-patch14-384 and google/siglip2-base-patch16-224, as their config.json give them
+# google/siglip-so400m-patch14-384 and google/siglip2-base-patch16-224, as their config.json give them,
+# but 3 layers deep instead of 27 and 12: every layer is the same code under the same weight names, so
+# depth adds minutes, not coverage. Widths, heads, vocabularies, patches and image sizes are the real ones.
+FULL_SIZE_DEPTH = 3
 SO400M_384 = dict(
-    text_config=dict(vocab_size=32000, hidden_size=1152, intermediate_size=4304, num_hidden_layers=27,
+    text_config=dict(vocab_size=32000, hidden_size=1152, intermediate_size=4304, num_hidden_layers=FULL_SIZE_DEPTH,
                      num_attention_heads=16, max_position_embeddings=64),
-    vision_config=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                       image_size=384, patch_size=14),
+    vision_config=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=FULL_SIZE_DEPTH,
+                       num_attention_heads=16, image_size=384, patch_size=14),
 )
 SIGLIP2_BASE_224 = dict(
-    text_config=dict(vocab_size=256000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+    text_config=dict(vocab_size=256000, hidden_size=768, intermediate_size=3072, num_hidden_layers=FULL_SIZE_DEPTH,
                      num_attention_heads=12, max_position_embeddings=64),
-    vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                       image_size=224, patch_size=16),
+    vision_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=FULL_SIZE_DEPTH,
+                       num_attention_heads=12, image_size=224, patch_size=16),
 )
 
 BICUBIC, BILINEAR = 3, 2  # PIL's numbers, as preprocessor_config.json has them
