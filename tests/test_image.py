@@ -249,3 +249,31 @@ def test_imagebind_image_serves_a_bind_body(bind_image, bind_weights, run, photo
     assert_same_vectors(answer["textVectors"], library.embed_texts(body["texts"]))
     assert_same_vectors(answer["imageVectors"], library.embed_images([encode(photos["coffee_rgb_600x400"], "JPEG")]))
     assert_same_vectors(answer["audioVectors"], library.embed_audio([audio]))
+
+
+# ------------------------------------------------------------------ the openvino image
+
+@pytest.fixture(scope="module")
+def openvino_image(engine, tiny_weights) -> str:
+    """BACKEND=openvino, with the tiny CLIP baked in: what the build argument adds is the same at any size."""
+    tag = "localhost/handspring-test:openvino"
+    image.build(tag, "clip_vit_b_32", weights=tiny_weights, build_args={"BACKEND": "openvino"}, install=False)
+    return tag
+
+
+def test_openvino_image_serves_towers_converted_at_build_time(engine, openvino_image, tiny_weights, run, photos):
+    import handspring_models
+
+    baked = engine.run("run", "--rm", openvino_image, "ls", "/weights/clip_vit_b_32/openvino").stdout.split()
+    assert sorted(name.split("-")[0] for name in baked) == ["image", "text"]
+    container = run(openvino_image, HANDSPRING_PRECISION="fp32")
+    container.wait_ready(120)
+    assert get_json(container.url + "/meta")["backend"] == "openvino"
+    # Nothing converted at start: it would have gone to the user's cache, /weights being read-only
+    assert container.exec("test", "-e", "/home/handspring/.cache/handspring/openvino", check=False).returncode == 1
+
+    jpeg = encode(photos["coffee_rgb_600x400"], "JPEG")
+    answer = post_json(container.url + "/vectorize", {"texts": TEXTS, "images": [base64.b64encode(jpeg).decode()]})
+    torch_backend = handspring_models.load("clip_vit_b_32", tiny_weights, "fp32")
+    assert_same_vectors(answer["textVectors"], torch_backend.embed_texts(TEXTS))
+    assert_same_vectors(answer["imageVectors"], torch_backend.embed_images([jpeg]))

@@ -260,6 +260,20 @@ def test_weights_source_is_chosen_by_a_build_argument(dockerfile):
         assert 'handspring_models.weights verify "/weights/${MODEL}"' in runs, f"{stage} does not verify its weights"
 
 
+def test_the_backend_is_a_build_argument_converted_at_build_time(dockerfile):
+    assert dockerfile.global_args.get("BACKEND") == "torch"
+    converted = dockerfile.stage("weights-converted")
+    assert converted.base == "weights"
+    run = " ".join(i.args for i in converted.all("RUN"))
+    assert 'handspring_models.weights compile "/weights/${MODEL}" --backend openvino' in run
+    # copied, not mounted: the IR's cache key follows the code, and so must the layer cache
+    assert [c.words() for c in converted.all("COPY")] == [["handspring_models/", "/src/handspring_models/"]]
+    deps = " ".join(i.args for i in dockerfile.stage("deps").all("RUN"))
+    assert "-r /tmp/requirements-openvino.txt" in deps
+    env = " ".join(i.args for i in dockerfile.final.all("ENV"))
+    assert "HANDSPRING_BACKEND=${BACKEND}" in env
+
+
 def test_torch_comes_from_the_cpu_index_before_the_rest(dockerfile):
     runs = [i for s in dockerfile.stages for i in s.all("RUN") if "pip" in i.args and " install" in i.args]
     assert runs, "no pip install in the Dockerfile"
@@ -299,7 +313,7 @@ def test_final_stage_is_small_and_unprivileged(dockerfile):
 
     copies = final.all("COPY")
     from_stages = sorted(c.flags()["from"] for c in copies if "from" in c.flags())
-    assert from_stages == ["deps", "weights"]
+    assert from_stages == ["deps", "weights-converted"]
     context_sources = sorted(w for c in copies if "from" not in c.flags() for w in c.words()[:-1])
     # pyproject.toml: the version /meta reports (the image runs the code from /app, not installed)
     assert context_sources == ["app/", "handspring_models/", "pyproject.toml"], \
@@ -365,7 +379,7 @@ def test_runtime_environment_and_entrypoint(dockerfile):
             name, _, value = word.partition("=")
             env[name] = value
     weights_dir = dockerfile.expand(env["HANDSPRING_WEIGHTS_DIR"], args)
-    weights_copy = [c for c in final.all("COPY") if c.flags().get("from") == "weights"]
+    weights_copy = [c for c in final.all("COPY") if c.flags().get("from") == "weights-converted"]
     assert [dockerfile.expand(w, args) for w in weights_copy[0].words()] == [weights_dir, weights_dir]
     assert "/opt/venv/bin" in env["PATH"].split(":")[0]
 

@@ -10,8 +10,9 @@ runs f32 elsewhere).
 Conversion is paid once, at the first load (or ahead, by ``python -m handspring_models.weights
 compile``). OpenVINO's own cache of compiled blobs (``CACHE_DIR``, in ``compiled/`` inside the
 IR's folder) makes later starts skip most of the compilation too: measured on a ViT-B/32, 0.6 s
-instead of 1.4 s for both towers, at the same memory, for as much disk again as the IR. A new
-conversion deletes the tower's IRs under other keys, blobs included.
+instead of 1.4 s for both towers, at the same memory, for as much disk again as the IR (none
+where that folder is read-only). A new conversion deletes the tower's IRs under other keys, blobs
+included.
 """
 
 from __future__ import annotations
@@ -128,8 +129,9 @@ def load_tower(roots: Sequence[Path], key: str, tower: str, precision: str, thre
         module, example, extras = build()
         convert(module, example, folder, extras)
         remove_stale(folder.parent, key, tower)
-    # The compiled blobs live in the IR's folder (so they go with it), else in a user cache.
-    blobs = _first_writable([folder / "compiled", *(r / "compiled" for r in roots)], required=False)
+    # The compiled blobs live in the IR's folder, so they go with it; none where it is read-only (an
+    # image's weights): there they would fill each container's own layer with a copy of the weights.
+    blobs = _first_writable([folder / "compiled"], required=False)
     return CompiledTower(folder, precision, threads, blobs), read_extras(folder)
 
 
