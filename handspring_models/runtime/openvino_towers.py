@@ -139,7 +139,8 @@ def remove_stale(root: Path, key: str, tower: str) -> list[Path]:
     """Delete the IRs of ``tower`` under other keys (older weights, code or versions): each is as
     large as the weights and would never be read again. A process still running one keeps its
     mapped copy (the files are unlinked, not overwritten)."""
-    stale = [p for p in root.glob(f"{tower}-*") if p.is_dir() and p.name != f"{tower}-{key}"
+    current = tower_folder(root, key, tower)
+    stale = [p for p in root.glob(f"{tower}-*") if p.is_dir() and p != current
              and re.fullmatch(rf"{re.escape(tower)}-[0-9a-f]{{16}}", p.name)]  # not another one's staging folder
     for folder in stale:
         shutil.rmtree(folder, ignore_errors=True)
