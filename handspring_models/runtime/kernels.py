@@ -39,9 +39,15 @@ def packs(dtype: torch.dtype) -> bool:
     return True
 
 
+# The batch size oneDNN is told to lay each weight out for. At 1 it keeps fp32 weights in their
+# plain layout on AVX2; at 64 it blocks them (AB16b64a), which was faster here at every size we
+# serve, one token to batches of 32 texts (bench/layout.py measures it).
+PACK_ROWS_HINT = 64
+
+
 def pack(weight: torch.Tensor) -> torch.Tensor:
     """``[out, in]`` dense weight -> the same weight in oneDNN's prepacked layout."""
-    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), 1)
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_ROWS_HINT)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
