@@ -79,6 +79,11 @@ class ResidualAttentionBlock(nn.Module):
         x = x + self.attn(self.ln_1(x), causal=causal)
         return x + self.mlp(self.ln_2(x))
 
+    def causal_at(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The causal block's output at one position per row: [b, n, width], [b] -> [b, width]."""
+        x = x[torch.arange(x.shape[0]), index] + self.attn.causal_at(self.ln_1(x), index)
+        return x + self.mlp(self.ln_2(x))
+
 
 class Transformer(nn.Module):
     def __init__(self, width: int, layers: int, heads: int, activation: str, eps: float):
@@ -143,6 +148,10 @@ class CLIP(nn.Module):
         n = tokens.shape[1]
         # The table may be kept in the file's dtype (see Embedder.LOOKUP_TABLES): cast the rows.
         x = self.token_embedding(tokens).to(self.positional_embedding.dtype) + self.positional_embedding[:n]  # [b, n, width]
-        x = self.transformer(x, causal=True)
-        x = x[torch.arange(x.shape[0]), eot_index]  # [b, width]
+        *blocks, last = self.transformer.resblocks
+        for block in blocks:
+            x = block(x, causal=True)
+        # Only the end-of-text position is read after the last block: computing it alone is
+        # the same maths, and spares that block's output projection and MLP for the other rows.
+        x = last.causal_at(x, eot_index)  # [b, width]
         return self.ln_final(x) @ self.text_projection  # [b, embed_dim], not normalized

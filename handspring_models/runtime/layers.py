@@ -41,3 +41,17 @@ class MultiheadAttention(nn.Module):
             q, k, v = (t.reshape(b, -1, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [b, h, n, d/h]
         return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+
+    def causal_at(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Causal self-attention's output at one position per row: ``x`` [b, n, d], ``index`` [b]
+        -> [b, d], equal to ``forward(x, causal=True)[arange(b), index]`` without computing the
+        other positions' queries' attention and output projection."""
+        if self.bias_k is not None:
+            raise NotImplementedError("causal_at does not take add_bias_kv attention")
+        b, n, d = x.shape
+        qkv = linear(x, self.in_proj_weight, self.in_proj_bias).view(b, n, 3, self.heads, d // self.heads)
+        q = qkv[torch.arange(b), index, 0].unsqueeze(2)  # [b, h, 1, d/h]
+        k, v = qkv[:, :, 1:].permute(2, 0, 3, 1, 4)  # 2 x [b, h, n, d/h]
+        visible = (torch.arange(n) <= index[:, None])[:, None, None, :]  # [b, 1, 1, n]: keys up to the position
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)  # [b, h, 1, d/h]
+        return self.out_proj(out.reshape(b, d))
