@@ -7,7 +7,7 @@ own process, from a dense fp32 copy of exactly those weights (loaded with weight
 tower is wrapped in a small ``nn.Module`` and exported with ``torch.onnx.export(dynamo=True)``
 (dynamic batch, and dynamic sequence for texts), then run by ONNX Runtime (fp32, and dynamic int8
 as a reference) and by OpenVINO (f32 and bf16, from the ONNX file converted to OpenVINO's IR).
-The exports are cached under the bench cache, keyed by the checkpoint and the libraries' versions.
+The exports are cached under the bench cache, keyed by the checkpoint, our model code and the libraries' versions.
 
 The peers get the batch tensors the embedder builds itself (stacked pixels; ``pad_causal`` token
 rows and end-of-text indices, so no peer pads texts to 77), and their outputs are normalized as the
@@ -106,6 +106,17 @@ def _weights_fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _code_fingerprint() -> str:
+    """Which model code: the exports are traces of our modules, so a change to them (a new
+    kernel path, a computation skipped) must re-export, as the openvino backend re-converts."""
+    import handspring_models
+
+    h = hashlib.sha256()
+    for f in sorted(Path(handspring_models.__file__).parent.rglob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 # ---------------------------------------------------------------- exports
 
 @contextmanager
@@ -144,13 +155,13 @@ def _quantize_int8(src: Path, dst: Path, scratch: Path) -> str:
 
 
 def ensure_exports(ckpt, cache: Path, log=print) -> dict:
-    """The ONNX files (fp32 and int8) and OpenVINO IR of both towers, built once per checkpoint and
-    library versions. Returns {"folder", "cached", "seconds": {step: s}, "notes"}."""
+    """The ONNX files (fp32 and int8) and OpenVINO IR of both towers, built once per checkpoint, model
+    code and library versions. Returns {"folder", "cached", "seconds": {step: s}, "notes"}."""
     import handspring_models
     from handspring_models.embedder import Tower
 
     root = cache / f"peers-{ckpt.size}-seed{ckpt.seed}"
-    key = {"weights": _weights_fingerprint(ckpt.weights_dir), **versions()}
+    key = {"weights": _weights_fingerprint(ckpt.weights_dir), "code": _code_fingerprint(), **versions()}
     stamp_file = root / _STAMP
     if stamp_file.is_file():
         stamp = json.loads(stamp_file.read_text())
