@@ -85,9 +85,15 @@ def precisions_to_run(requested: list[str]) -> list[str]:
     return out
 
 
-def timeit_group(fns: list[Callable[[], object]], min_time: float, min_reps: int = 3, warmup: int = 2) -> list[dict]:
+def timeit_group(fns: list[Callable[[], object]], min_time: float, min_reps: int = 3, warmup: int = 2,
+                 idle_s: float = 0.0) -> list[dict]:
     """Time several functions in alternation (A B A B ...), so that a machine whose speed drifts
-    (a shared or throttled CPU) slows them alike and their ratio stays fair."""
+    (a shared or throttled CPU) slows them alike and their ratio stays fair.
+
+    ``idle_s``: a pause before each timed call (not timed). Runtimes with thread pools of their
+    own (PyTorch's OpenMP, OpenVINO's TBB) leave their threads spinning for a while after a call,
+    on the cores the next function then needs: without the pause, whichever runs after another
+    runtime pays for that runtime's spinning."""
     for fn in fns:
         for _ in range(warmup):
             fn()
@@ -95,6 +101,8 @@ def timeit_group(fns: list[Callable[[], object]], min_time: float, min_reps: int
     start = time.perf_counter()
     while len(times[0]) < min_reps or time.perf_counter() - start < min_time * len(fns):
         for fn, ts in zip(fns, times):
+            if idle_s:
+                time.sleep(idle_s)
             t = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t)

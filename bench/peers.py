@@ -42,6 +42,9 @@ from .model_bench import timeit_group
 _STAMP = "bench-peers.json"
 BACKENDS = ("torch", "openvino")  # Handspring's backends; torch is always run: it is the baseline
 REFERENCE = "handspring_torch_fp32"  # every ratio's and cosine's reference at fp32
+# A pause before each timed call, so that no engine starts while the previous one's threads still
+# spin on the cores it needs (see bench/README.md).
+IDLE_S = 0.02
 
 
 @dataclass
@@ -432,7 +435,8 @@ def run(ckpt, precisions: list[str], cache: Path, quick: bool, backends: Sequenc
             except Exception as e:  # noqa: BLE001 - one engine's failure is reported, the others still run
                 row["results"][name] = {"skipped": f"failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"}
         timed = timeit_group([functools.partial(engines[n].encode, case.modality, prepared) for n in live],
-                             min_time, min_reps=3, warmup=0)  # the call above warmed each up
+                             min_time, min_reps=3, warmup=0,  # the call above warmed each up
+                             idle_s=IDLE_S)
         for name, t in zip(live, timed):
             row["results"][name] = {"items_per_s": case.batch / t["median_s"], "ms_per_batch": t["median_s"] * 1000,
                                     "reps": t["reps"]}
