@@ -7,7 +7,8 @@ own process, from a dense fp32 copy of exactly those weights (loaded with weight
 tower is wrapped in a small ``nn.Module`` and exported with ``torch.onnx.export(dynamo=True)``
 (dynamic batch, and dynamic sequence for texts), then run by ONNX Runtime (fp32, and dynamic int8
 as a reference) and by OpenVINO (f32 and bf16, from the ONNX file converted to OpenVINO's IR).
-The exports are cached under the bench cache, keyed by the checkpoint, our model code and the libraries' versions.
+The exports are cached under the bench cache, keyed by the checkpoint, our model code and the
+libraries' versions.
 
 The peers get the batch tensors the embedder builds itself (stacked pixels; ``pad_causal`` token
 rows and end-of-text indices, so no peer pads texts to 77), and their outputs are normalized as the

@@ -40,8 +40,8 @@ def packs(dtype: torch.dtype) -> bool:
 
 
 # The batch size oneDNN is told to lay each weight out for. At 1 it keeps fp32 weights in their
-# plain layout on AVX2; at 64 it blocks them (AB16b64a), which was faster here at every size we
-# serve, one token to batches of 32 texts (bench/layout.py measures it).
+# plain layout on AVX2; at 64 it blocks them (AB16b64a), faster from a single text to batches of
+# 32 on the AVX2 CPU we measured (``python -m bench.pack_layout`` compares the two).
 PACK_ROWS_HINT = 64
 
 
