@@ -28,11 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .inputs import prepared_batch
 from .model_bench import timeit_group
 from .peers import IDLE_S, _min_cos, _onnxruntime, ensure_exports
-
-CAPTIONS = ["a photo of a dog on the beach", "two", "a diagram of the lungs of a horse in winter",
-            "the view from a window of a train crossing a long bridge at dusk"]
 
 
 def compile_tower(embedder, modality: str, package: Path) -> tuple[object, float]:
@@ -88,11 +86,7 @@ def main(argv=None) -> int:
         engines = {"eager": lambda prepared: eager.encode(modality, prepared), "aoti": aoti,
                    "onnxruntime": lambda prepared: peer.encode(modality, prepared)}
         for batch in [int(b) for b in args.batches.split(",")]:
-            if modality == "text":
-                prepared = [eager.prepare("text", CAPTIONS[i % len(CAPTIONS)]) for i in range(batch)]
-            else:
-                generator = torch.Generator().manual_seed(batch)
-                prepared = [torch.randn(3, eager.image_size, eager.image_size, generator=generator) for _ in range(batch)]
+            prepared = prepared_batch(eager, modality, batch)
             vectors = {name: np.asarray(fn(prepared)) for name, fn in engines.items()}
             times = timeit_group([lambda fn=fn: fn(prepared) for fn in engines.values()], args.seconds,
                                  warmup=1, idle_s=args.idle)

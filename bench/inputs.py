@@ -109,6 +109,17 @@ def captions(quick: bool = False) -> list[str]:
     return CAPTIONS[:8] if quick else list(CAPTIONS)
 
 
+def prepared_batch(embedder, modality: str, batch: int) -> list:
+    """``batch`` prepared inputs for timing a model alone: the captions in turn, or seeded random
+    pixels of the embedder's image size (the forward pass's speed does not depend on their values)."""
+    import torch
+
+    if modality == "text":
+        return [embedder.prepare("text", CAPTIONS[i % len(CAPTIONS)]) for i in range(batch)]
+    generator = torch.Generator().manual_seed(batch)
+    return [torch.randn(3, embedder.image_size, embedder.image_size, generator=generator) for _ in range(batch)]
+
+
 def digest(items) -> str:
     h = hashlib.sha256()
     for item in items:

@@ -15,24 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import torch
 
+from .inputs import prepared_batch
 from .model_bench import timeit_group
-
-CAPTIONS = ["a photo of a dog on the beach", "two", "a diagram of the lungs of a horse in winter",
-            "the view from a window of a train crossing a long bridge at dusk"]
-
-
-def _inputs(embedder, modality: str, batch: int) -> list[torch.Tensor]:
-    if modality == "text":
-        return [embedder.prepare("text", CAPTIONS[i % len(CAPTIONS)]) for i in range(batch)]
-    generator = torch.Generator().manual_seed(batch)
-    return [torch.randn(3, embedder.image_size, embedder.image_size, generator=generator) for _ in range(batch)]
-
-
-def _min_cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.min(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+from .peers import _min_cos
 
 
 def run(weights_dir, hints: list[int], cases: list[tuple[str, int]], seconds: float, log=print) -> list[dict]:
@@ -52,7 +39,7 @@ def run(weights_dir, hints: list[int], cases: list[tuple[str, int]], seconds: fl
         for case_modality, batch in cases:
             if case_modality != modality:
                 continue
-            prepared = _inputs(embedders[hints[0]], modality, batch)
+            prepared = prepared_batch(embedders[hints[0]], modality, batch)
             vectors = {hint: e.encode(modality, prepared) for hint, e in embedders.items()}
             fns = [lambda e=e: e.encode(modality, prepared) for e in embedders.values()]
             times = timeit_group(fns, seconds)
