@@ -83,6 +83,20 @@ RUN case "${BACKEND}" in \
  && rm /tmp/requirements-openvino.txt
 ENV PATH=/opt/venv/bin:$PATH
 
+# ------------------------------------------------------------------ the panel kernel (C), compiled
+# The one compiled part of our code (handspring_models/runtime/native/panel_gemm.c: fp32 linear
+# layers, faster than oneDNN's on a single request), built with the flags setup.py gives it; gcc
+# stays in this stage. Where Debian's packages cannot be reached, or the target is not x86-64,
+# the image goes without it and runs oneDNN's kernels (same maths, slower on small batches);
+# GET /meta says which kernel runs.
+FROM ${PYTHON_IMAGE} AS kernels
+COPY handspring_models/runtime/native/panel_gemm.c /src/panel_gemm.c
+RUN mkdir /out \
+ && ( (apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+       && gcc -O3 -mavx2 -mfma -fopenmp -shared -fPIC -o /out/panel_gemm.so /src/panel_gemm.c) \
+     || echo "WARNING: the panel kernel was not built; the image runs oneDNN's kernels" ) \
+ && rm -rf /var/lib/apt/lists/*
+
 # ------------------------------------------------------------------ weights: one of three stages
 FROM deps AS weights-tools
 WORKDIR /src
@@ -145,6 +159,7 @@ COPY --from=deps /opt/venv /opt/venv
 COPY --from=weights-converted /weights/${MODEL} /weights/${MODEL}
 WORKDIR /app
 COPY handspring_models/ handspring_models/
+COPY --from=kernels /out/ handspring_models/runtime/native/
 COPY app/ app/
 # The package's version (GET /meta), read from here: the image runs the code from /app, not installed.
 COPY pyproject.toml ./

@@ -1,13 +1,16 @@
-"""The layout oneDNN packs linear weights in: CLIP's towers with weights packed for a batch-size
-hint of 1 (the plain layout oneDNN keeps for fp32 on AVX2) against ``kernels.PACK_ROWS_HINT``
-(a blocked layout), the model alone, timed in alternation on the same inputs.
+"""How fp32 linear weights are packed, and so which kernel runs them: CLIP's towers with every
+weight packed one way or another, the model alone, timed in alternation on the same inputs.
+
+Layouts: ``onednn:H``, oneDNN's layout for a batch-size hint of H (at 1 oneDNN keeps fp32 weights
+in their plain layout on AVX2; ``kernels.PACK_ROWS_HINT`` blocks them); ``panels``, the panel
+kernel's (``handspring_models.runtime.panel_gemm``), what fp32 models use where it is built.
 
     .venv/bin/python -m bench.pack_layout                          # full-size random ViT-B/32
-    .venv/bin/python -m bench.pack_layout --hints 1,8,64,256 --cases text:1,image:1
+    .venv/bin/python -m bench.pack_layout --layouts onednn:1,onednn:8,onednn:64 --cases text:1,image:1
 
-Prints items/s per hint and the ratio against hint 1, with the min cosine of every hint's vectors
-against hint 1's (the layout changes the summation order only). The weights are the benchmark's
-cached checkpoint (built once, as ``make bench`` builds it).
+Prints items/s per layout and the ratio against the first, with the min cosine of every layout's
+vectors against the first's (the layout changes the summation order only). The weights are the
+benchmark's cached checkpoint (built once, as ``make bench`` builds it).
 """
 
 from __future__ import annotations
@@ -19,63 +22,71 @@ import torch
 
 from .inputs import prepared_batch
 from .model_bench import timeit_group
-from .peers import _min_cos
+from .peers import IDLE_S, _min_cos
 
 
-def run(weights_dir, hints: list[int], cases: list[tuple[str, int]], seconds: float, log=print) -> list[dict]:
+def run(weights_dir, layouts: list[str], cases: list[tuple[str, int]], seconds: float, log=print) -> list[dict]:
     import handspring_models
     from handspring_models.runtime import kernels
 
-    default = kernels.PACK_ROWS_HINT
+    defaults = kernels.PACK_ROWS_HINT, kernels.use_panel_kernel
     rows = []
     for modality in sorted({m for m, _ in cases}):
         embedders = {}
         try:
-            for hint in hints:
-                kernels.PACK_ROWS_HINT = hint
-                embedders[hint] = handspring_models.load(f"clip_vit_b_32_{modality}", weights_dir, precision="fp32")
+            for layout in layouts:
+                kernels.use_panel_kernel = layout == "panels"
+                if layout != "panels":
+                    kernels.PACK_ROWS_HINT = int(layout.split(":")[1])
+                embedders[layout] = handspring_models.load(f"clip_vit_b_32_{modality}", weights_dir,
+                                                           precision="fp32")
         finally:
-            kernels.PACK_ROWS_HINT = default
+            kernels.PACK_ROWS_HINT, kernels.use_panel_kernel = defaults
         for case_modality, batch in cases:
             if case_modality != modality:
                 continue
-            prepared = prepared_batch(embedders[hints[0]], modality, batch)
-            vectors = {hint: e.encode(modality, prepared) for hint, e in embedders.items()}
+            prepared = prepared_batch(embedders[layouts[0]], modality, batch)
+            vectors = {layout: e.encode(modality, prepared) for layout, e in embedders.items()}
             fns = [lambda e=e: e.encode(modality, prepared) for e in embedders.values()]
-            times = timeit_group(fns, seconds)
+            times = timeit_group(fns, seconds, idle_s=IDLE_S)
             row = {"modality": modality, "batch": batch,
-                   "items_per_s": {h: batch / t["median_s"] for h, t in zip(hints, times)},
-                   "min_cos": {h: _min_cos(vectors[h], vectors[hints[0]]) for h in hints}}
-            base = row["items_per_s"][hints[0]]
+                   "items_per_s": {layout: batch / t["median_s"] for layout, t in zip(layouts, times)},
+                   "min_cos": {layout: _min_cos(vectors[layout], vectors[layouts[0]]) for layout in layouts}}
+            base = row["items_per_s"][layouts[0]]
             log(f"{modality:5s} batch {batch:3d}  " + "  ".join(
-                f"hint {h}: {v:7.1f}/s ({v / base:.2f}x, cos {row['min_cos'][h]:.7f})"
-                for h, v in row["items_per_s"].items()))
+                f"{layout}: {v:7.1f}/s ({v / base:.2f}x, cos {row['min_cos'][layout]:.7f})"
+                for layout, v in row["items_per_s"].items()))
             rows.append(row)
     return rows
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pack_layout", description=__doc__.split("\n\n")[0])
-    p.add_argument("--hints", default=None, help="batch-size hints to pack for (default 1 and PACK_ROWS_HINT)")
+    p.add_argument("--layouts", default=None,
+                   help="onednn:HINT or panels, comma-separated (default onednn:PACK_ROWS_HINT and, where built, panels)")
     p.add_argument("--cases", default="text:1,text:32,image:1,image:32", help="modality:batch, comma-separated")
-    p.add_argument("--seconds", type=float, default=3.0, help="timing per hint and case")
+    p.add_argument("--seconds", type=float, default=3.0, help="timing per layout and case")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    from handspring_models.runtime import kernels
+    from handspring_models.runtime import kernels, panel_gemm
 
     from .checkpoint import ensure_checkpoint
     from .servers import REPO
 
-    if not kernels.packs(torch.float32):
+    if not kernels.onednn_packs(torch.float32):
         print("oneDNN cannot prepack fp32 weights here: nothing to compare", file=sys.stderr)
         return 1
     torch.set_num_threads(args.threads)
-    hints = ([int(h) for h in args.hints.split(",")] if args.hints else [1, kernels.PACK_ROWS_HINT])
+    layouts = (args.layouts.split(",") if args.layouts else
+               [f"onednn:{kernels.PACK_ROWS_HINT}"] + (["panels"] if panel_gemm.library() is not None else []))
+    if "panels" in layouts and panel_gemm.library() is None:
+        print("the panel kernel is not built here (pip install -e . builds it)", file=sys.stderr)
+        return 1
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
     ckpt = ensure_checkpoint(REPO / "bench" / "results" / "cache", "full", log=lambda m: print(m, file=sys.stderr))
     print(f"CLIP ViT-B/32 (random, full size), fp32, {args.threads} threads, medians in alternation; "
-          f"ratio against hint {hints[0]}")
-    run(ckpt.weights_dir, hints, cases, args.seconds)
+          f"ratio against {layouts[0]}")
+    run(ckpt.weights_dir, layouts, cases, args.seconds)
     return 0
 
 

@@ -25,7 +25,7 @@ from .inputs.image import DEFAULT_MAX_PIXELS, InvalidInputError, decode_image, p
 from .registry import ModelSpec
 from .runtime import backends
 from .runtime import precision as precision_modes
-from .runtime.kernels import pack_linear_weights
+from .runtime.kernels import linear_kernels, pack_linear_weights
 from .text import load_tokenizer
 from .weights import WeightsError, load_component, manifest_sha256, read_config
 
@@ -150,6 +150,12 @@ class Embedder:
         """A fresh copy of this feature's model in fp32 with plain (unpacked) weights: what a
         converter or exporter reads. ``tower_inputs`` builds its towers' inputs."""
         return self._load_model(read_config(self.weights_dir), torch.float32)
+
+    @property
+    def linear_kernels(self) -> dict[str, int] | None:
+        """How many linear weights each kernel runs (``kernels.linear_kernels``); None on the
+        openvino backend, whose kernels are OpenVINO's."""
+        return linear_kernels(self.model) if self.model is not None else None
 
     @property
     def runs_precision(self) -> str:

@@ -38,7 +38,7 @@ def test_explicit_kernel_cache_sizes_are_left_alone():
     assert values == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024", "LRU_CACHE_CAPACITY": "16"}
 
 
-# A packed fp32 linear layer runs at 200 row counts (more than the bounded cache holds), then at
+# A linear layer packed for oneDNN (fp32) runs at 200 row counts (more than the bounded cache holds), then at
 # 100 smaller ones; prints how much anonymous memory (MiB) those last 100 added. (Smaller, so that
 # the memory of evicted primitives can hold them: the heap does not compact.)
 SHAPES = """
@@ -47,7 +47,7 @@ from app.memory import bound_kernel_caches
 if sys.argv[1] == "bounded":
     bound_kernel_caches()
 import torch
-from handspring_models.runtime.kernels import linear, pack, packing_available
+from handspring_models.runtime.kernels import linear, onednn_pack as pack, packing_available
 if not packing_available():
     print("unavailable"); raise SystemExit
 torch.set_num_threads(1)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from handspring_models.runtime import panel_gemm
 from scripts import image
 from tests.conftest import REPO, encode
 from tests.containers import Container, get_json, http_status, post_json, wait_for
@@ -199,6 +200,14 @@ def test_meta_describes_the_same_model_as_outside(clip_container, host_service):
     assert inside["weights"]["manifest_sha256"] == outside["weights"]["manifest_sha256"]
     assert inside["weights"]["dir"] == "/weights/clip_vit_b_32"
     assert inside["precision"]["resolved"] == outside["precision"]["resolved"]
+
+
+def test_the_image_runs_the_same_linear_kernels_as_outside(clip_container, host_service):
+    # The panel kernel is compiled in a build stage of its own; the runtime image must load it.
+    inside, outside = get_json(clip_container.url + "/meta"), get_json(host_service + "/meta")
+    assert inside["linear_kernels"] == outside["linear_kernels"]
+    if panel_gemm.library() is not None:
+        assert inside["linear_kernels"]["panel"] > 0
 
 
 def test_the_try_page_is_served_from_the_image(clip_container):

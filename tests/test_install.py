@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from handspring_models.runtime import panel_gemm
 from tests.conftest import REPO
 from tests.live_server import running
 
@@ -72,6 +73,16 @@ def test_the_library_imports_without_the_servers_dependencies(library_venv):
     assert "site-packages" in location and str(REPO) not in location  # the installed copy, not the checkout
     assert server_modules.strip() == "[]"
     assert (Path(location).parent / "py.typed").is_file()
+
+
+def test_pip_builds_the_panel_kernel(library_venv):
+    # setup.py compiles it where there is a C compiler; this checkout's editable install did.
+    if panel_gemm.library() is None:
+        pytest.skip("no panel kernel in this checkout either (no C compiler, or no AVX2)")
+    code = "from handspring_models.runtime import panel_gemm; print(panel_gemm.library() is not None)"
+    done = run(library_venv, "python", "-c", code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
 
 
 def test_the_command_says_what_to_install_for_serve(library_venv):

@@ -1,31 +1,128 @@
-"""Prepacked linear weights (handspring_models.runtime.kernels): the same maths as ``F.linear``."""
+"""Packed linear weights (handspring_models.runtime.kernels and its panel kernel): the same maths as
+``F.linear``."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from handspring_models.runtime import kernels
+from handspring_models.runtime import kernels, panel_gemm
 
-pytestmark = pytest.mark.skipif(not kernels.packs(torch.float32), reason="oneDNN cannot prepack fp32 weights here")
+needs_onednn = pytest.mark.skipif(not kernels.onednn_packs(torch.float32),
+                                  reason="oneDNN cannot prepack fp32 weights here")
+needs_panels = pytest.mark.skipif(panel_gemm.library() is None,
+                                  reason="the panel kernel is not built, or this CPU has no AVX2")
+
+PACKERS = {"onednn": pytest.param(kernels.onednn_pack, marks=needs_onednn),
+           "panels": pytest.param(panel_gemm.pack, marks=needs_panels)}
 
 
+def weights(out_features: int, in_features: int, seed: int, with_bias: bool = True):
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(out_features, in_features, generator=generator) / in_features ** 0.5
+    bias = torch.randn(out_features, generator=generator) if with_bias else None
+    return weight, bias, generator
+
+
+@pytest.mark.parametrize("packer", PACKERS.values(), ids=PACKERS.keys())
 @pytest.mark.parametrize("rows", [1, 10, 50, 130])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_packed_linear_matches_dense(rows, with_bias):
-    generator = torch.Generator().manual_seed(rows)
-    weight = torch.randn(384, 256, generator=generator) / 16
-    bias = torch.randn(384, generator=generator) if with_bias else None
+def test_packed_linear_matches_dense(packer, rows, with_bias):
+    weight, bias, generator = weights(384, 256, rows, with_bias)
     x = torch.randn(2, rows, 256, generator=generator)
-    packed = kernels.pack(weight)
-    assert packed.is_mkldnn
-    torch.testing.assert_close(kernels.linear(x, packed, bias), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kernels.linear(x, packer(weight), bias), F.linear(x, weight, bias),
+                               rtol=1e-5, atol=1e-5)
 
 
-def test_packed_weight_keeps_its_values():
+@needs_panels
+@pytest.mark.parametrize("rows", [*range(1, 14), 95, 96, 97, 200])
+def test_panel_kernel_matches_dense_for_every_tile_size_and_across_chunks(rows):
+    # 1-13 rows: every tile height (6, then 1-5 left over); with 2048 inputs a chunk is 96 rows.
+    weight, bias, generator = weights(48, 2048, rows)
+    x = torch.randn(rows, 2048, generator=generator)
+    torch.testing.assert_close(panel_gemm.linear(x, panel_gemm.pack(weight), bias), F.linear(x, weight, bias),
+                               rtol=1e-5, atol=1e-5)
+
+
+@needs_panels
+@pytest.mark.parametrize("rows", [1, 7, 200])
+def test_panel_kernel_gives_the_same_bits_on_any_number_of_threads(rows):
+    # Threads split the output columns, never a sum: each output is one sum over k in order.
+    weight, bias, generator = weights(96, 2048, rows)
+    x, packed = torch.randn(rows, 2048, generator=generator), panel_gemm.pack(weight)
+    threads = torch.get_num_threads()
+    try:
+        outputs = []
+        for n in (1, 2, 5):
+            torch.set_num_threads(n)
+            outputs.append(panel_gemm.linear(x, packed, bias))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(out, outputs[0]) for out in outputs[1:])
+
+
+@needs_panels
+def test_panel_kernel_takes_strided_and_empty_inputs():
+    weight, bias, generator = weights(32, 64, 0)
+    packed = panel_gemm.pack(weight)
+    x = torch.randn(64, 9, generator=generator).t()  # [9, 64], not contiguous
+    torch.testing.assert_close(panel_gemm.linear(x, packed, bias), F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+    assert panel_gemm.linear(torch.empty(3, 0, 64), packed, bias).shape == (3, 0, 32)
+
+
+@needs_panels
+def test_panel_kernel_refuses_other_dtypes():
+    weight, bias, _ = weights(32, 64, 0)
+    with pytest.raises(TypeError, match="float32"):
+        panel_gemm.linear(torch.zeros(2, 64, dtype=torch.bfloat16), panel_gemm.pack(weight), bias)
+
+
+OPENMP_RUNTIMES = """
+import re
+from pathlib import Path
+import torch
+from handspring_models.runtime import panel_gemm
+assert panel_gemm.library() is not None
+maps = Path("/proc/self/maps").read_text().splitlines()
+print(sorted({line.split()[-1] for line in maps if re.search(r"/libgomp[^/]*[.]so", line)}))
+"""
+
+
+@needs_panels
+def test_panel_kernel_shares_pytorchs_openmp_runtime():
+    # Two OpenMP runtimes would each keep a team of threads spinning on the same cores. (A fresh
+    # process: other libraries in the test session load their own copies.)
+    done = subprocess.run([sys.executable, "-c", OPENMP_RUNTIMES], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    runtimes = ast.literal_eval(done.stdout.strip())
+    assert len(runtimes) == 1 and Path(runtimes[0]).parent == Path(torch.__file__).parent / "lib", runtimes
+
+
+@pytest.mark.parametrize("packer", PACKERS.values(), ids=PACKERS.keys())
+def test_packed_weight_keeps_its_values(packer):
     weight = torch.randn(96, 40)
-    assert torch.equal(kernels.pack(weight).to_dense(), weight)
+    assert torch.equal(kernels.unpack(packer(weight)), weight)
 
 
+@needs_panels
+def test_pack_gives_fp32_weights_to_the_panel_kernel_where_their_shape_fits():
+    assert panel_gemm.is_packed(kernels.pack(torch.randn(64, 24)))
+    if kernels.onednn_packs(torch.float32):
+        assert kernels.pack(torch.randn(40, 24)).is_mkldnn  # 40 output columns: not whole panels
+
+
+@needs_onednn
+def test_pack_leaves_the_panel_kernel_out_when_told(monkeypatch):
+    monkeypatch.setattr(kernels, "use_panel_kernel", False)
+    assert kernels.pack(torch.randn(64, 24)).is_mkldnn
+
+
+@pytest.mark.skipif(not kernels.packs(torch.float32), reason="no faster fp32 kernel here")
 def test_pack_linear_weights_replaces_every_weight_once():
     model = torch.nn.Sequential(kernels.Linear(16, 32), torch.nn.GELU(), kernels.Linear(32, 8))
     for layer in (model[0], model[2]):
@@ -34,6 +131,6 @@ def test_pack_linear_weights_replaces_every_weight_once():
     x = torch.randn(5, 16)
     expected = model(x)
     assert kernels.pack_linear_weights(model) == 2
-    assert all(layer.weight.is_mkldnn for layer in (model[0], model[2]))
+    assert not any(isinstance(layer.weight, torch.nn.Parameter) for layer in (model[0], model[2]))
     assert kernels.pack_linear_weights(model) == 0  # already packed
     torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)

@@ -9,6 +9,7 @@ answer, that the image starts) is not tested here: see weaviate-example/README.m
 
 from __future__ import annotations
 
+import ast
 import base64
 import hashlib
 import importlib.util
@@ -297,6 +298,20 @@ def test_torch_comes_from_the_cpu_index_before_the_rest(dockerfile):
         assert "--no-cache-dir" in part, f"pip install without --no-cache-dir: {part.strip()}"
 
 
+def test_the_image_builds_the_panel_kernel_as_setup_py_does(dockerfile):
+    setup = ast.parse((REPO / "setup.py").read_text())
+    flags = next(ast.literal_eval(node.value) for node in setup.body
+                 if isinstance(node, ast.Assign) and node.targets[0].id == "PANEL_GEMM_FLAGS")
+    kernels = dockerfile.stage("kernels")
+    assert kernels.base == "${PYTHON_IMAGE}"  # gcc stays in this stage
+    build = re.search(r"gcc (.*?) -o /out/panel_gemm\.so /src/panel_gemm\.c", " ".join(i.args for i in kernels.all("RUN")))
+    assert build, "the kernels stage no longer compiles panel_gemm.c"
+    assert set(flags) <= set(build.group(1).split()), f"the Dockerfile's flags differ from setup.py's {flags}"
+    copies = [c.words() for c in dockerfile.final.all("COPY") if c.flags().get("from") == "kernels"]
+    assert copies == [["/out/", "handspring_models/runtime/native/"]]
+    assert "handspring_models/runtime/native/*.so" in (REPO / ".dockerignore").read_text().splitlines()
+
+
 def test_final_stage_is_small_and_unprivileged(dockerfile):
     final = dockerfile.final
     assert final.base == "${PYTHON_IMAGE}"
@@ -313,7 +328,7 @@ def test_final_stage_is_small_and_unprivileged(dockerfile):
 
     copies = final.all("COPY")
     from_stages = sorted(c.flags()["from"] for c in copies if "from" in c.flags())
-    assert from_stages == ["deps", "weights-converted"]
+    assert from_stages == ["deps", "kernels", "weights-converted"]
     context_sources = sorted(w for c in copies if "from" not in c.flags() for w in c.words()[:-1])
     # pyproject.toml: the version /meta reports (the image runs the code from /app, not installed)
     assert context_sources == ["app/", "handspring_models/", "pyproject.toml"], \

@@ -5,6 +5,11 @@ weight once, at load time, into oneDNN's blocked layout (what torch.compile's CP
 does) makes every linear layer faster: measured here 1.3-4x for fp32 and 1.1-2x for bf16,
 largest for the small matrices of a single short text. Results stay float32/bf16 GEMMs with
 float32 accumulation; only the summation order differs.
+
+fp32 weights go to our own panel kernel instead (``panel_gemm``) where it is built and the CPU
+has AVX2: it streams the weights at close to the memory's speed, where oneDNN's AVX2 kernels reach
+about half of it, which is what a single request's few rows are bound by
+(``python -m bench.pack_layout`` compares them).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import functools
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import panel_gemm
 
 
 @functools.lru_cache(maxsize=1)
@@ -27,16 +34,32 @@ def packing_available() -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def packs(dtype: torch.dtype) -> bool:
+def onednn_packs(dtype: torch.dtype) -> bool:
     """Whether oneDNN can prepack weights of ``dtype`` on this CPU: its bf16 reorder needs
     AVX512 (BW, VL, DQ) or AVX-NE-CONVERT and raises elsewhere, where bf16 stays dense."""
     if not packing_available():
         return False
     try:
-        pack(torch.zeros(8, 8, dtype=dtype))
+        onednn_pack(torch.zeros(8, 8, dtype=dtype))
     except RuntimeError:
         return False
     return True
+
+
+# For A/B benchmarks (bench.pack_layout): False packs every weight for oneDNN, as before the panel
+# kernel. Read when weights are packed, so set it before loading a model.
+use_panel_kernel = True
+
+
+def panels_for(weight: torch.Tensor) -> bool:
+    """Whether ``pack`` gives ``weight`` to the panel kernel."""
+    return use_panel_kernel and panel_gemm.fits(weight) and panel_gemm.library() is not None
+
+
+def packs(dtype: torch.dtype) -> bool:
+    """Whether ``pack`` can lay out weights of ``dtype`` for a faster kernel on this CPU."""
+    return onednn_packs(dtype) or (dtype == torch.float32 and use_panel_kernel
+                                   and panel_gemm.library() is not None)
 
 
 # The batch size oneDNN is told to lay each weight out for. At 1 it keeps fp32 weights in their
@@ -45,15 +68,30 @@ def packs(dtype: torch.dtype) -> bool:
 PACK_ROWS_HINT = 64
 
 
-def pack(weight: torch.Tensor) -> torch.Tensor:
+def onednn_pack(weight: torch.Tensor) -> torch.Tensor:
     """``[out, in]`` dense weight -> the same weight in oneDNN's prepacked layout."""
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_ROWS_HINT)
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """``[out, in]`` dense weight -> the same weight laid out for the faster kernel here: the panel
+    kernel's panels, else oneDNN's prepacked layout."""
+    return panel_gemm.pack(weight) if panels_for(weight) else onednn_pack(weight)
+
+
+def unpack(weight: torch.Tensor) -> torch.Tensor:
+    """The dense ``[out, in]`` weight back from ``pack`` (a dense weight as it is)."""
+    if weight.is_mkldnn:
+        return weight.to_dense()
+    return panel_gemm.unpack(weight) if panel_gemm.is_packed(weight) else weight
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear`` that also takes a weight from ``pack``."""
     if weight.is_mkldnn:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    if weight.dim() == 3:
+        return panel_gemm.linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
@@ -70,20 +108,35 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
-def pack_linear_weights(model: nn.Module) -> int:
-    """Prepack every ``Linear`` weight and attention ``in_proj_weight`` in place, for inference only
-    (the packed tensors cannot be trained or saved). Returns how many were packed; 0 where oneDNN
-    cannot pack them on this CPU, which leaves the model as it was."""
-    count = 0
+def _linear_weights(model: nn.Module):
+    """(module, attribute name, weight) for every ``Linear`` weight and attention ``in_proj_weight``."""
     for module in model.modules():
         for name in ("weight", "in_proj_weight"):
             if name == "weight" and not isinstance(module, Linear):
                 continue
-            param = getattr(module, name, None)
-            if (isinstance(param, torch.Tensor) and param.dim() == 2 and not param.is_mkldnn
-                    and packs(param.dtype)):
-                packed = pack(param)
-                delattr(module, name)  # drop the dense copy: one copy of the weights only
-                setattr(module, name, packed)
-                count += 1
+            weight = getattr(module, name, None)
+            if isinstance(weight, torch.Tensor):
+                yield module, name, weight
+
+
+def pack_linear_weights(model: nn.Module) -> int:
+    """Prepack every ``Linear`` weight and attention ``in_proj_weight`` in place, for inference only
+    (the packed tensors cannot be trained or saved). Returns how many were packed; 0 where no
+    faster kernel runs on this CPU, which leaves the model as it was."""
+    count = 0
+    for module, name, param in _linear_weights(model):
+        if param.dim() == 2 and not param.is_mkldnn and (panels_for(param) or onednn_packs(param.dtype)):
+            packed = pack(param)
+            delattr(module, name)  # drop the dense copy: one copy of the weights only
+            setattr(module, name, packed)
+            count += 1
     return count
+
+
+def linear_kernels(model: nn.Module) -> dict[str, int]:
+    """How many of ``model``'s linear weights each kernel runs: ``panel``, ``onednn`` or ``dense``
+    (PyTorch's plain ``F.linear``)."""
+    counts = {"panel": 0, "onednn": 0, "dense": 0}
+    for _, _, weight in _linear_weights(model):
+        counts["onednn" if weight.is_mkldnn else "panel" if panel_gemm.is_packed(weight) else "dense"] += 1
+    return counts

@@ -1,0 +1,77 @@
+"""The fp32 panel kernel (``native/panel_gemm.c``), loaded with ctypes: ``y = x W^T + b`` with ``W``
+packed in panels of 16 output columns. Same maths as ``F.linear`` in fp32 (a plain FMA sum over
+the input features); faster than oneDNN's AVX2 kernels for the few rows of a single request, where
+the time is spent reading the weights from memory.
+
+The library is built by ``pip install`` (setup.py) and the Dockerfile, and is optional: ``library()``
+is None where it was not built or the CPU lacks AVX2/FMA, and the models then use oneDNN.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+from pathlib import Path
+
+import torch
+
+PANEL = 16  # output columns per panel: two AVX2 registers
+NATIVE = Path(__file__).with_name("native")
+# What torch.backends.cpu.get_cpu_capability() reports on x86 CPUs with AVX2 and FMA.
+_AVX2_OR_BETTER = {"AVX2", "AVX512"}
+
+
+@functools.lru_cache(maxsize=1)
+def library() -> ctypes.CDLL | None:
+    """The built kernel, or None where it cannot run here."""
+    if torch.backends.cpu.get_cpu_capability() not in _AVX2_OR_BETTER:
+        return None
+    for path in sorted(NATIVE.glob("panel_gemm*.so")):
+        try:
+            lib = ctypes.CDLL(str(path))  # after torch: its libgomp is the OpenMP runtime this uses
+        except OSError:
+            continue
+        lib.panel_linear.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+        lib.panel_linear.restype = None
+        return lib
+    return None
+
+
+def fits(weight: torch.Tensor) -> bool:
+    """Whether ``weight`` ([out, in]) can be packed: fp32, out a multiple of ``PANEL``."""
+    return weight.dtype == torch.float32 and weight.dim() == 2 and weight.shape[0] % PANEL == 0
+
+
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """``[N, K]`` -> ``[N / 16, K, 16]``: panel p holds output columns 16p..16p+15, k by k."""
+    n, k = weight.shape
+    return weight.detach().reshape(n // PANEL, PANEL, k).transpose(1, 2).contiguous()
+
+
+def unpack(packed: torch.Tensor) -> torch.Tensor:
+    """The ``[N, K]`` weight back from ``pack``."""
+    panels, k, _ = packed.shape
+    return packed.transpose(1, 2).reshape(panels * PANEL, k)
+
+
+def is_packed(weight: torch.Tensor) -> bool:
+    return weight.dim() == 3 and weight.shape[-1] == PANEL and not weight.is_mkldnn
+
+
+def linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(x, unpack(packed), bias)`` for fp32 ``x`` of any leading shape."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the panel kernel is not available here")
+    if x.dtype != torch.float32:
+        raise TypeError(f"the panel kernel takes float32 inputs, not {x.dtype}")
+    panels, k, _ = packed.shape
+    n = panels * PANEL
+    rows = x.reshape(-1, k).contiguous()
+    y = torch.empty(rows.shape[0], n, dtype=torch.float32)
+    if bias is not None:
+        bias = bias.contiguous()
+    if rows.shape[0]:
+        lib.panel_linear(rows.data_ptr(), packed.data_ptr(), bias.data_ptr() if bias is not None else None,
+                         y.data_ptr(), rows.shape[0], n, k, torch.get_num_threads())
+    return y.view(*x.shape[:-1], n)
