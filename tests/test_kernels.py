@@ -75,6 +75,17 @@ def test_panel_kernel_takes_strided_and_empty_inputs():
 
 
 @needs_panels
+def test_panel_kernel_refuses_inputs_that_do_not_fit_the_weight():
+    # The C side would read past the end of x or the bias: checked before it runs.
+    weight, bias, _ = weights(32, 64, 0)
+    packed = panel_gemm.pack(weight)
+    with pytest.raises(ValueError, match="do not fit"):
+        panel_gemm.linear(torch.zeros(2, 32), packed, bias)
+    with pytest.raises(ValueError, match="do not fit"):
+        panel_gemm.linear(torch.zeros(2, 64), packed, bias[:16])
+
+
+@needs_panels
 def test_panel_kernel_refuses_other_dtypes():
     weight, bias, _ = weights(32, 64, 0)
     with pytest.raises(TypeError, match="float32"):
