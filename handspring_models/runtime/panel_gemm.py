@@ -38,8 +38,9 @@ def library() -> ctypes.CDLL | None:
 
 
 def fits(weight: torch.Tensor) -> bool:
-    """Whether ``weight`` ([out, in]) can be packed: fp32, out a multiple of ``PANEL``."""
-    return weight.dtype == torch.float32 and weight.dim() == 2 and weight.shape[0] % PANEL == 0
+    """Whether ``weight`` ([out, in]) can be packed: fp32, not empty, out a multiple of ``PANEL``."""
+    return (weight.dtype == torch.float32 and weight.dim() == 2 and weight.shape[1] > 0
+            and weight.shape[0] > 0 and weight.shape[0] % PANEL == 0)
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor:

@@ -85,8 +85,8 @@ void panel_linear(const float *x, const float *w, const float *b, float *y,
     const int64_t panels = N / PANEL;
     int64_t chunk = (CHUNK_FLOATS / K) / TILE_ROWS * TILE_ROWS;
     if (chunk < MIN_CHUNK_ROWS) chunk = MIN_CHUNK_ROWS;
-    if (threads < 1) threads = 1;
     if (threads > panels) threads = (int)panels;
+    if (threads < 1) threads = 1;
 #pragma omp parallel num_threads(threads)
     {
         const int64_t team = omp_get_num_threads(), t = omp_get_thread_num();
