@@ -141,13 +141,13 @@ class Service:
         self.state = "ready"
         self.loaded.set()
         log.info(
-            "loaded %s (model %s, modalities %s, dim %d) precision=%s (requested %s) backend=%s linear_kernels=%s weights=%s manifest=%s "
+            "loaded %s (model %s, modalities %s, dim %d) precision=%s (requested %s) backend=%s linear_kernels=%s panel_kernel_build=%s weights=%s manifest=%s "
             "in %.2fs (load and warm-up); threads=%d inference_workers=%d preprocess_workers=%d batch_window_ms=%g "
             "max_batch=%d take_turns=%s; limits: max_concurrent_requests=%d max_prepared_mb=%d "
             "request_timeout_s=%g drain_timeout_s=%g",
             embedder.feature, embedder.model_name, ",".join(embedder.modalities), embedder.dim, embedder.precision,
             embedder.requested_precision, getattr(embedder, "backend", "torch"), getattr(embedder, "linear_kernels", None),
-            embedder.weights_dir, embedder.manifest_sha256, seconds,
+            getattr(embedder, "panel_kernel_build", None), embedder.weights_dir, embedder.manifest_sha256, seconds,
             s.threads, s.inference_workers, s.preprocess_workers, s.batch_window_ms, s.max_batch, s.take_turns,
             s.max_concurrent_requests, s.max_prepared_mb, s.request_timeout_s, s.drain_timeout_s,
         )
@@ -245,6 +245,7 @@ class Service:
             "backend": getattr(e, "backend", "torch"),
             # how many linear layers each kernel runs: the panel kernel, oneDNN or plain PyTorch
             "linear_kernels": getattr(e, "linear_kernels", None),
+            "panel_kernel_build": getattr(e, "panel_kernel_build", None),  # its AVX2 or AVX-512 build
             "weights": {
                 "dir": str(e.weights_dir),
                 "manifest_sha256": e.manifest_sha256,

@@ -3,10 +3,12 @@ weight packed one way or another, the model alone, timed in alternation on the s
 
 Layouts: ``onednn:H``, oneDNN's layout for a batch-size hint of H (at 1 oneDNN keeps fp32 weights
 in their plain layout on AVX2; ``kernels.PACK_ROWS_HINT`` blocks them); ``panels``, the panel
-kernel's (``handspring_models.runtime.panel_gemm``), what fp32 models use where it is built.
+kernel's (``handspring_models.runtime.panel_gemm``), what fp32 models use where it is built, in the
+build this CPU runs best; ``panels:avx2`` or ``panels:avx512``, the panel kernel's named build.
 
     .venv/bin/python -m bench.pack_layout                          # full-size random ViT-B/32
     .venv/bin/python -m bench.pack_layout --layouts onednn:1,onednn:8,onednn:64 --cases text:1,image:1
+    .venv/bin/python -m bench.pack_layout --layouts onednn:64,panels:avx2,panels:avx512
 
 Prints items/s per layout and the ratio against the first, with the min cosine of every layout's
 vectors against the first's (the layout changes the summation order only). The weights are the
@@ -27,7 +29,7 @@ from .peers import IDLE_S, _min_cos
 
 def run(weights_dir, layouts: list[str], cases: list[tuple[str, int]], seconds: float, log=print) -> list[dict]:
     import handspring_models
-    from handspring_models.runtime import kernels
+    from handspring_models.runtime import kernels, panel_gemm
 
     defaults = kernels.PACK_ROWS_HINT, kernels.use_panel_kernel
     rows = []
@@ -35,8 +37,8 @@ def run(weights_dir, layouts: list[str], cases: list[tuple[str, int]], seconds: 
         embedders = {}
         try:
             for layout in layouts:
-                kernels.use_panel_kernel = layout == "panels"
-                if layout != "panels":
+                kernels.use_panel_kernel = layout.startswith("panels")
+                if not kernels.use_panel_kernel:
                     kernels.PACK_ROWS_HINT = int(layout.split(":")[1])
                 embedders[layout] = handspring_models.load(f"clip_vit_b_32_{modality}", weights_dir,
                                                            precision="fp32")
@@ -46,9 +48,13 @@ def run(weights_dir, layouts: list[str], cases: list[tuple[str, int]], seconds: 
             if case_modality != modality:
                 continue
             prepared = prepared_batch(embedders[layouts[0]], modality, batch)
-            vectors = {layout: e.encode(modality, prepared) for layout, e in embedders.items()}
-            fns = [lambda e=e: e.encode(modality, prepared) for e in embedders.values()]
-            times = timeit_group(fns, seconds, idle_s=IDLE_S)
+            vectors = {layout: _encode_on(_isa(layout), e, modality, prepared) for layout, e in embedders.items()}
+            fns = [lambda e=e, isa=_isa(layout): _encode_on(isa, e, modality, prepared)
+                   for layout, e in embedders.items()]
+            try:
+                times = timeit_group(fns, seconds, idle_s=IDLE_S)
+            finally:
+                panel_gemm.isa_override = None
             row = {"modality": modality, "batch": batch,
                    "items_per_s": {layout: batch / t["median_s"] for layout, t in zip(layouts, times)},
                    "min_cos": {layout: _min_cos(vectors[layout], vectors[layouts[0]]) for layout in layouts}}
@@ -60,10 +66,22 @@ def run(weights_dir, layouts: list[str], cases: list[tuple[str, int]], seconds: 
     return rows
 
 
+def _isa(layout: str) -> str | None:
+    """The panel kernel's build a layout names ("panels:avx2"), None for the native one."""
+    return layout.split(":")[1] if layout.startswith("panels:") else None
+
+
+def _encode_on(isa: str | None, embedder, modality: str, prepared):
+    from handspring_models.runtime import panel_gemm
+
+    panel_gemm.isa_override = isa
+    return embedder.encode(modality, prepared)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.pack_layout", description=__doc__.split("\n\n")[0])
     p.add_argument("--layouts", default=None,
-                   help="onednn:HINT or panels, comma-separated (default onednn:PACK_ROWS_HINT and, where built, panels)")
+                   help="onednn:HINT, panels or panels:ISA (avx2, avx512), comma-separated (default onednn:PACK_ROWS_HINT and, where built, panels)")
     p.add_argument("--cases", default="text:1,text:32,image:1,image:32", help="modality:batch, comma-separated")
     p.add_argument("--seconds", type=float, default=3.0, help="timing per layout and case")
     p.add_argument("--threads", type=int, default=2)
@@ -79,7 +97,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     layouts = (args.layouts.split(",") if args.layouts else
                [f"onednn:{kernels.PACK_ROWS_HINT}"] + (["panels"] if panel_gemm.library() is not None else []))
-    if "panels" in layouts and panel_gemm.library() is None:
+    if any(layout.startswith("panels") for layout in layouts) and panel_gemm.library() is None:
         print("the panel kernel is not built here (pip install -e . builds it)", file=sys.stderr)
         return 1
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]

@@ -25,6 +25,7 @@ from .inputs.image import DEFAULT_MAX_PIXELS, InvalidInputError, decode_image, p
 from .registry import ModelSpec
 from .runtime import backends
 from .runtime import precision as precision_modes
+from .runtime import malloc, panel_gemm
 from .runtime.kernels import linear_kernels, pack_linear_weights
 from .text import load_tokenizer
 from .weights import WeightsError, load_component, manifest_sha256, read_config
@@ -91,6 +92,7 @@ class Embedder:
         if self.backend == "torch":
             self.model = self._load_model(meta, self.dtype)
             self.packed_weights = pack_linear_weights(self.model)
+            malloc.keep_freed_buffers()  # after the load's own buffers: a pass's stay mapped for the next
             self.extras = self._extras(self.model)
         self.tokenizer = tokenizer.result() if tokenizer is not None else None
         if self.backend == "openvino":  # after the tokenizer: a text tower is traced on real token ids
@@ -156,6 +158,13 @@ class Embedder:
         """How many linear weights each kernel runs (``kernels.linear_kernels``); None on the
         openvino backend, whose kernels are OpenVINO's."""
         return linear_kernels(self.model) if self.model is not None else None
+
+    @property
+    def panel_kernel_build(self) -> str | None:
+        """The build of the panel kernel ("avx512", "avx2") that runs this model's panel-packed
+        layers; None where none are."""
+        counts = self.linear_kernels
+        return panel_gemm.isa() if counts and counts["panel"] else None
 
     @property
     def runs_precision(self) -> str:

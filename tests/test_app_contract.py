@@ -14,6 +14,8 @@ from fastapi.testclient import TestClient
 
 import handspring_models
 from app.main import create_app
+from handspring_models.runtime import panel_gemm
+from handspring_models.runtime.kernels import linear_kernels
 from tests.conftest import encode
 
 pytestmark = pytest.mark.timeout(120)
@@ -178,6 +180,14 @@ def test_meta(client, tiny_clip, tiny_weights):
     assert set(meta["batching"]) == {"window_ms", "max_batch", "preprocess_workers", "threads", "take_turns"}
     assert set(meta["limits"]) == {"max_body_bytes", "max_items", "max_image_pixels", "max_concurrent_requests",
                                    "max_prepared_mb", "request_timeout_s", "drain_timeout_s"}
+
+
+def test_meta_says_which_kernels_run_the_linear_layers(client, tiny_clip):
+    meta = client.get("/meta").json()
+    counts = meta["linear_kernels"]
+    assert counts == linear_kernels(tiny_clip.model) and sum(counts.values()) > 0
+    # the panel kernel's build is named where it runs a layer, and is the one this CPU runs best
+    assert meta["panel_kernel_build"] == (panel_gemm.native_isa() if counts["panel"] else None)
 
 
 # ---------------------------------------------------------------- /vectorize

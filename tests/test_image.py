@@ -206,8 +206,10 @@ def test_the_image_runs_the_same_linear_kernels_as_outside(clip_container, host_
     # The panel kernel is compiled in a build stage of its own; the runtime image must load it.
     inside, outside = get_json(clip_container.url + "/meta"), get_json(host_service + "/meta")
     assert inside["linear_kernels"] == outside["linear_kernels"]
+    assert inside["panel_kernel_build"] == outside["panel_kernel_build"]
     if panel_gemm.library() is not None:
         assert inside["linear_kernels"]["panel"] > 0
+        assert inside["panel_kernel_build"] == panel_gemm.native_isa()
 
 
 def test_the_try_page_is_served_from_the_image(clip_container):

@@ -21,6 +21,18 @@ PACKERS = {"onednn": pytest.param(kernels.onednn_pack, marks=needs_onednn),
            "panels": pytest.param(panel_gemm.pack, marks=needs_panels)}
 
 
+@pytest.fixture(params=panel_gemm.ISAS)
+def isa(request, monkeypatch):
+    """Each build of the panel kernel this CPU can run, in turn."""
+    native = panel_gemm.native_isa()
+    if native is None:
+        pytest.skip("the panel kernel is not built, or this CPU has no AVX2")
+    if panel_gemm.ISAS.index(request.param) > panel_gemm.ISAS.index(native):
+        pytest.skip(f"this CPU does not run the {request.param} build")
+    monkeypatch.setattr(panel_gemm, "isa_override", request.param)
+    return request.param
+
+
 def weights(out_features: int, in_features: int, seed: int, with_bias: bool = True):
     generator = torch.Generator().manual_seed(seed)
     weight = torch.randn(out_features, in_features, generator=generator) / in_features ** 0.5
@@ -38,19 +50,19 @@ def test_packed_linear_matches_dense(packer, rows, with_bias):
                                rtol=1e-5, atol=1e-5)
 
 
-@needs_panels
-@pytest.mark.parametrize("rows", [*range(1, 14), 95, 96, 97, 200])
-def test_panel_kernel_matches_dense_for_every_tile_size_and_across_chunks(rows):
-    # 1-13 rows: every tile height (6, then 1-5 left over); with 2048 inputs a chunk is 96 rows.
+@pytest.mark.parametrize("rows", [*range(1, 26), 95, 96, 97, 200])
+def test_panel_kernel_matches_dense_for_every_tile_size_and_across_chunks(isa, rows):
+    # 1-25 rows: every tile height of both builds (AVX2: 6, then 1-5 left over; AVX-512: 12, then
+    # 1-11), with 2048 inputs in several k slices; a chunk is 96 rows. 48 outputs are 3 panels: an
+    # AVX-512 tile takes two, and the third alone.
     weight, bias, generator = weights(48, 2048, rows)
     x = torch.randn(rows, 2048, generator=generator)
     torch.testing.assert_close(panel_gemm.linear(x, panel_gemm.pack(weight), bias), F.linear(x, weight, bias),
                                rtol=1e-5, atol=1e-5)
 
 
-@needs_panels
 @pytest.mark.parametrize("rows", [1, 7, 200])
-def test_panel_kernel_gives_the_same_bits_on_any_number_of_threads(rows):
+def test_panel_kernel_gives_the_same_bits_on_any_number_of_threads(isa, rows):
     # Threads split the output columns, never a sum: each output is one sum over k in order.
     weight, bias, generator = weights(96, 2048, rows)
     x, packed = torch.randn(rows, 2048, generator=generator), panel_gemm.pack(weight)
@@ -65,8 +77,32 @@ def test_panel_kernel_gives_the_same_bits_on_any_number_of_threads(rows):
     assert all(torch.equal(out, outputs[0]) for out in outputs[1:])
 
 
+@pytest.mark.parametrize("rows", [1, 13, 200])
+def test_panel_kernel_builds_give_the_same_bits(rows):
+    # Both sum each output over k in order with FMA, bias first: the build changes the speed only.
+    if panel_gemm.native_isa() != "avx512":
+        pytest.skip("one build runs here")
+    weight, bias, generator = weights(80, 1000, rows)
+    x, packed = torch.randn(rows, 1000, generator=generator), panel_gemm.pack(weight)
+    outputs = []
+    for build in panel_gemm.ISAS:
+        panel_gemm.isa_override = build
+        try:
+            outputs.append(panel_gemm.linear(x, packed, bias))
+        finally:
+            panel_gemm.isa_override = None
+    assert torch.equal(outputs[0], outputs[1])
+
+
 @needs_panels
-def test_panel_kernel_takes_strided_and_empty_inputs():
+def test_panel_kernel_refuses_a_build_this_cpu_cannot_run(monkeypatch):
+    monkeypatch.setattr(panel_gemm, "isa_override", "avx1024")
+    weight, bias, _ = weights(32, 64, 0)
+    with pytest.raises(ValueError, match="this CPU runs"):
+        panel_gemm.linear(torch.zeros(2, 64), panel_gemm.pack(weight), bias)
+
+
+def test_panel_kernel_takes_strided_and_empty_inputs(isa):
     weight, bias, generator = weights(32, 64, 0)
     packed = panel_gemm.pack(weight)
     x = torch.randn(64, 9, generator=generator).t()  # [9, 64], not contiguous

@@ -17,24 +17,52 @@ import torch
 
 PANEL = 16  # output columns per panel: two AVX2 registers
 NATIVE = Path(__file__).with_name("native")
-# What torch.backends.cpu.get_cpu_capability() reports on x86 CPUs with AVX2 and FMA.
-_AVX2_OR_BETTER = {"AVX2", "AVX512"}
+# torch.backends.cpu.get_cpu_capability() -> the library's build of the kernel for it. PyTorch reports
+# "AVX512" only where the CPU and the OS support AVX-512 F/BW/VL/DQ, and "AVX2" where AVX2 and FMA.
+ISA_FOR_CAPABILITY = {"AVX2": "avx2", "AVX512": "avx512"}
+ISAS = ("avx2", "avx512")  # each CPU that runs a build runs the ones before it
+# For A/B benchmarks (bench.pack_layout) and tests: "avx2" runs the AVX2 build on an AVX-512 CPU.
+# Read per call; a build this CPU cannot run is refused rather than run.
+isa_override: str | None = None
 
 
 @functools.lru_cache(maxsize=1)
 def library() -> ctypes.CDLL | None:
     """The built kernel, or None where it cannot run here."""
-    if torch.backends.cpu.get_cpu_capability() not in _AVX2_OR_BETTER:
+    if torch.backends.cpu.get_cpu_capability() not in ISA_FOR_CAPABILITY:
         return None
     for path in sorted(NATIVE.glob("panel_gemm*.so")):
         try:
             lib = ctypes.CDLL(str(path))  # after torch: its libgomp is the OpenMP runtime this uses
         except OSError:
             continue
-        lib.panel_linear.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
-        lib.panel_linear.restype = None
+        for isa in ISAS:
+            fn = getattr(lib, f"panel_linear_{isa}")
+            fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+            fn.restype = None
         return lib
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def native_isa() -> str | None:
+    """The build of the kernel this CPU runs best: "avx512", "avx2", or None (no kernel here)."""
+    return None if library() is None else ISA_FOR_CAPABILITY[torch.backends.cpu.get_cpu_capability()]
+
+
+def isa() -> str | None:
+    """The build that runs: ``native_isa()`` unless ``isa_override`` says otherwise."""
+    native = native_isa()
+    if isa_override is None or native is None:
+        return native
+    if isa_override not in ISAS or ISAS.index(isa_override) > ISAS.index(native):
+        raise ValueError(f"isa_override={isa_override!r}: this CPU runs the {', '.join(ISAS[:ISAS.index(native) + 1])} builds")
+    return isa_override
+
+
+@functools.lru_cache(maxsize=None)
+def _entry(isa: str):
+    return getattr(library(), f"panel_linear_{isa}")
 
 
 def fits(weight: torch.Tensor) -> bool:
@@ -62,8 +90,8 @@ def is_packed(weight: torch.Tensor) -> bool:
 def linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``F.linear(x, unpack(packed), bias)`` for fp32 ``x`` of any leading shape. (Few torch calls:
     at a single text's size each costs as much as a tenth of the product.)"""
-    lib = library()
-    if lib is None:
+    build = isa()
+    if build is None:
         raise RuntimeError("the panel kernel is not available here")
     panels, k, _ = packed.shape
     n = panels * PANEL
@@ -80,6 +108,6 @@ def linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> 
     y = x.new_empty(*x.shape[:-1], n)  # float32, as checked
     rows = x.numel() // k
     if rows:
-        lib.panel_linear(x.data_ptr(), packed.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
-                         rows, n, k, torch.get_num_threads())
+        _entry(build)(x.data_ptr(), packed.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
+                            rows, n, k, torch.get_num_threads())
     return y

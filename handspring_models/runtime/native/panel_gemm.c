@@ -10,7 +10,11 @@
  * output columns 16p..16p+15, each k's 16 weights contiguous. Every output is a plain fp32 sum
  * over k in order, with FMA; bias first.
  *
- * Built with -mavx2 -mfma; the Python side calls it only where PyTorch reports AVX2 or better.
+ * Two builds of the same loop: AVX2 (a panel row is two ymm registers, 6-row tiles) and AVX-512 (one
+ * zmm register, 12-row tiles, twice the FMA width on CPUs that run 512-bit FMAs at full rate). Both
+ * sum in the same order, so they give the same bits. The file is built with -mavx2 -mfma; the
+ * AVX-512 functions carry their own target attribute, and the Python side picks them only where
+ * PyTorch reports AVX-512.
  * Threads come from the OpenMP runtime PyTorch has already loaded (same soname), so this kernel
  * and PyTorch's own operators share one thread team rather than competing for the cores. */
 
@@ -58,9 +62,10 @@ static inline __attribute__((always_inline)) void tile(int rows, const float *x,
     }
 }
 
-/* Rows [m0, m1) of x times panel p. */
-static void rows_times_panel(const float *x, const float *w, const float *b, float *y,
-                             int64_t m0, int64_t m1, int64_t p, int64_t N, int64_t K) {
+/* Rows [m0, m1) of x times panel p (AVX2: one panel per tile; `np` is always 1 here). */
+static void rows_times_panels_avx2(const float *x, const float *w, const float *b, float *y,
+                                   int64_t m0, int64_t m1, int64_t p, int np, int64_t N, int64_t K) {
+    (void)np;
     const float *panel = w + p * K * PANEL;
     const float *bias = b ? b + p * PANEL : 0;
     int64_t m = m0;
@@ -78,22 +83,109 @@ static void rows_times_panel(const float *x, const float *w, const float *b, flo
     }
 }
 
+/* ---- AVX-512: a panel row is one zmm register; a tile is up to 12 rows x 2 panels ----
+ * 24 accumulators of the 32 zmm registers, and each x value broadcast once for two FMAs. */
+
+#define TILE_ROWS_512 12
+#define SLICE_K 256
+#define AVX512 __attribute__((target("avx512f")))
+
+static inline __attribute__((always_inline)) AVX512 void tile512(int rows, int np, const float *x, int64_t K,
+                                                                 int64_t k0, int64_t k1, const float *panel,
+                                                                 const float *bias, float *y, int64_t N) {
+    __m512 acc[2][TILE_ROWS_512];
+#pragma GCC unroll 2
+    for (int j = 0; j < np; ++j) {
+        /* the first slice of k starts from the bias, the others from the sums stored so far */
+        const __m512 b = bias ? _mm512_loadu_ps(bias + j * PANEL) : _mm512_setzero_ps();
+#pragma GCC unroll 12
+        for (int r = 0; r < rows; ++r) acc[j][r] = k0 ? _mm512_loadu_ps(y + r * N + j * PANEL) : b;
+    }
+    const float *second = panel + K * PANEL;  /* the next panel, when np == 2 */
+    for (int64_t k = k0; k < k1; ++k) {
+        __m512 w[2];
+        _mm_prefetch((const char *)(panel + k * PANEL + PREFETCH_FLOATS), _MM_HINT_T0);
+        w[0] = _mm512_loadu_ps(panel + k * PANEL);
+        if (np == 2) {
+            _mm_prefetch((const char *)(second + k * PANEL + PREFETCH_FLOATS), _MM_HINT_T0);
+            w[1] = _mm512_loadu_ps(second + k * PANEL);
+        }
+#pragma GCC unroll 12
+        for (int r = 0; r < rows; ++r) {
+            const __m512 a = _mm512_set1_ps(x[r * K + k]);
+#pragma GCC unroll 2
+            for (int j = 0; j < np; ++j) acc[j][r] = _mm512_fmadd_ps(a, w[j], acc[j][r]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int j = 0; j < np; ++j) {
+#pragma GCC unroll 12
+        for (int r = 0; r < rows; ++r) _mm512_storeu_ps(y + r * N + j * PANEL, acc[j][r]);
+    }
+}
+
+/* Rows [m0, m1) of x times panels p..p+np-1 (np 1 or 2), each row count a constant for tile512. */
+#define TILE512_CASE(r)                                                                        \
+    case r:                                                                                    \
+        if (np == 2) tile512(r, 2, xm, K, k0, k1, panel, bias, ym, N);                                 \
+        else tile512(r, 1, xm, K, k0, k1, panel, bias, ym, N);                                         \
+        break;
+
+static AVX512 void rows_times_panels_avx512(const float *x, const float *w, const float *b, float *y,
+                                            int64_t m0, int64_t m1, int64_t p, int np, int64_t N, int64_t K) {
+    const float *panel = w + p * K * PANEL;
+    const float *bias = b ? b + p * PANEL : 0;
+    /* Slices of k, each slice of the panels (SLICE_K x 2 x 64 bytes) kept in L1 across the chunk's
+     * tiles: stopping and resuming each sum at a slice's edge changes no bit of it. */
+    const int64_t slice = m1 - m0 > TILE_ROWS_512 ? SLICE_K : K;
+    for (int64_t k0 = 0; k0 < K; k0 += slice) {
+        const int64_t k1 = k0 + slice < K ? k0 + slice : K;
+        for (int64_t m = m0; m < m1; m += TILE_ROWS_512) {
+            const float *xm = x + m * K;
+            float *ym = y + m * N + p * PANEL;
+            switch (m1 - m < TILE_ROWS_512 ? m1 - m : TILE_ROWS_512) {
+                TILE512_CASE(12) TILE512_CASE(11) TILE512_CASE(10) TILE512_CASE(9) TILE512_CASE(8)
+                TILE512_CASE(7) TILE512_CASE(6) TILE512_CASE(5) TILE512_CASE(4) TILE512_CASE(3)
+                TILE512_CASE(2) TILE512_CASE(1)
+                default: break;
+            }
+        }
+    }
+}
+
+typedef void (*rows_times_panels_fn)(const float *, const float *, const float *, float *,
+                                     int64_t, int64_t, int64_t, int, int64_t, int64_t);
+
 /* y [M, N] = x [M, K] @ W^T + b; x and y row-major and contiguous, w packed as above, b may be NULL.
- * Each thread owns a contiguous range of panels; for each chunk of rows it runs its panels. */
-void panel_linear(const float *x, const float *w, const float *b, float *y,
-                  int64_t M, int64_t N, int64_t K, int threads) {
-    const int64_t panels = N / PANEL;
-    int64_t chunk = (CHUNK_FLOATS / K) / TILE_ROWS * TILE_ROWS;
+ * Each thread owns a contiguous range of panels (in steps of `step`, the panels one tile covers);
+ * for each chunk of rows it runs its panels. */
+static void run(rows_times_panels_fn rows_times, int tile_rows, int step, const float *x, const float *w,
+                const float *b, float *y, int64_t M, int64_t N, int64_t K, int threads) {
+    const int64_t panels = N / PANEL, steps = (panels + step - 1) / step;
+    int64_t chunk = (CHUNK_FLOATS / K) / tile_rows * tile_rows;
     if (chunk < MIN_CHUNK_ROWS) chunk = MIN_CHUNK_ROWS;
-    if (threads > panels) threads = (int)panels;
+    if (threads > steps) threads = (int)steps;
     if (threads < 1) threads = 1;
 #pragma omp parallel num_threads(threads)
     {
         const int64_t team = omp_get_num_threads(), t = omp_get_thread_num();
-        const int64_t p0 = panels * t / team, p1 = panels * (t + 1) / team;
+        const int64_t p0 = step * (steps * t / team);
+        int64_t p1 = step * (steps * (t + 1) / team);
+        if (p1 > panels) p1 = panels;
         for (int64_t m0 = 0; m0 < M; m0 += chunk) {
             const int64_t m1 = m0 + chunk < M ? m0 + chunk : M;
-            for (int64_t p = p0; p < p1; ++p) rows_times_panel(x, w, b, y, m0, m1, p, N, K);
+            for (int64_t p = p0; p < p1; p += step)
+                rows_times(x, w, b, y, m0, m1, p, p + step <= p1 ? step : (int)(p1 - p), N, K);
         }
     }
+}
+
+void panel_linear_avx2(const float *x, const float *w, const float *b, float *y,
+                       int64_t M, int64_t N, int64_t K, int threads) {
+    run(rows_times_panels_avx2, TILE_ROWS, 1, x, w, b, y, M, N, K, threads);
+}
+
+void panel_linear_avx512(const float *x, const float *w, const float *b, float *y,
+                         int64_t M, int64_t N, int64_t K, int threads) {
+    run(rows_times_panels_avx512, TILE_ROWS_512, 2, x, w, b, y, M, N, K, threads);
 }
