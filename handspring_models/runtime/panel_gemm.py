@@ -1,7 +1,8 @@
 """The fp32 panel kernel (``native/panel_gemm.c``), loaded with ctypes: ``y = x W^T + b`` with ``W``
 packed in panels of 16 output columns. Same maths as ``F.linear`` in fp32 (a plain FMA sum over
-the input features); faster than oneDNN's AVX2 kernels for the few rows of a single request, where
-the time is spent reading the weights from memory.
+the input features); faster than oneDNN's kernels for the few rows of a single request, where the
+time is spent reading the weights from memory. The library holds an AVX2 and an AVX-512 build of
+the kernel, which give the same bits; ``isa()`` says which one runs.
 
 The library is built by ``pip install`` (setup.py) and the Dockerfile, and is optional: ``library()``
 is None where it was not built or the CPU lacks AVX2/FMA, and the models then use oneDNN.

@@ -125,10 +125,10 @@ static inline __attribute__((always_inline)) AVX512 void tile512(int rows, int n
 }
 
 /* Rows [m0, m1) of x times panels p..p+np-1 (np 1 or 2), each row count a constant for tile512. */
-#define TILE512_CASE(r)                                                                        \
-    case r:                                                                                    \
-        if (np == 2) tile512(r, 2, xm, K, k0, k1, panel, bias, ym, N);                                 \
-        else tile512(r, 1, xm, K, k0, k1, panel, bias, ym, N);                                         \
+#define TILE512_CASE(r)                                                  \
+    case r:                                                              \
+        if (np == 2) tile512(r, 2, xm, K, k0, k1, panel, bias, ym, N);   \
+        else tile512(r, 1, xm, K, k0, k1, panel, bias, ym, N);           \
         break;
 
 static AVX512 void rows_times_panels_avx512(const float *x, const float *w, const float *b, float *y,
