@@ -207,9 +207,17 @@ def test_the_image_runs_the_same_linear_kernels_as_outside(clip_container, host_
     inside, outside = get_json(clip_container.url + "/meta"), get_json(host_service + "/meta")
     assert inside["linear_kernels"] == outside["linear_kernels"]
     assert inside["panel_kernel_build"] == outside["panel_kernel_build"]
-    if panel_gemm.library() is not None:
+    if panel_gemm.library() is not None and inside["precision"]["runs"] == "fp32":  # auto may be bf16 here
         assert inside["linear_kernels"]["panel"] > 0
         assert inside["panel_kernel_build"] == panel_gemm.native_isa()
+
+
+def test_the_image_loads_the_panel_kernel_build_this_cpu_runs(engine, clip_image):
+    # Whatever precision the served model runs: the compiled library itself, in the slim image.
+    code = "from handspring_models.runtime import panel_gemm; print(panel_gemm.native_isa())"
+    done = engine.run("run", "--rm", "--entrypoint", "python", clip_image, "-c", code, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1] == str(panel_gemm.native_isa())
 
 
 def test_the_try_page_is_served_from_the_image(clip_container):

@@ -84,14 +84,58 @@ def test_panel_kernel_builds_give_the_same_bits(rows):
         pytest.skip("one build runs here")
     weight, bias, generator = weights(80, 1000, rows)
     x, packed = torch.randn(rows, 1000, generator=generator), panel_gemm.pack(weight)
+    residual = torch.randn(rows, 80, generator=generator)
     outputs = []
     for build in panel_gemm.ISAS:
         panel_gemm.isa_override = build
         try:
-            outputs.append(panel_gemm.linear(x, packed, bias))
+            outputs.append([panel_gemm.linear(x, packed, bias), panel_gemm.linear(10 * x, packed, bias, "quick_gelu"),
+                            panel_gemm.linear(x, packed, bias, residual=residual)])
         finally:
             panel_gemm.isa_override = None
-    assert torch.equal(outputs[0], outputs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*outputs))
+
+
+@pytest.mark.parametrize("rows", [1, 13, 200])
+def test_panel_kernel_applies_quick_gelu_as_pytorch_does(isa, rows):
+    # Outputs from about -150 to 150: both tails of the sigmoid, where its exp is clamped.
+    # Against PyTorch's QuickGELU on the kernel's own sums, so that only the activation differs.
+    weight, bias, generator = weights(96, 512, rows)
+    x, packed = 40 * torch.randn(rows, 512, generator=generator), panel_gemm.pack(weight)
+    sums = panel_gemm.linear(x, packed, bias)
+    assert sums.abs().max() > 100 and (sums < -60).any()
+    torch.testing.assert_close(panel_gemm.linear(x, packed, bias, "quick_gelu"), kernels.quick_gelu(sums),
+                               rtol=3e-7, atol=1e-30)
+
+
+@pytest.mark.parametrize("rows", [1, 13, 200])
+def test_panel_kernel_adds_the_residual_as_pytorch_does_bit_for_bit(isa, rows):
+    weight, bias, generator = weights(96, 512, rows)
+    x, residual, packed = torch.randn(2, rows, 512, generator=generator), torch.randn(2, rows, 96), panel_gemm.pack(weight)
+    assert torch.equal(panel_gemm.linear(x, packed, bias, residual=residual), residual + panel_gemm.linear(x, packed, bias))
+
+
+@pytest.mark.parametrize("packer", [None, *PACKERS.values()], ids=["dense", *PACKERS.keys()])
+def test_linear_applies_the_activation_then_the_residual_on_every_kernel(packer):
+    weight, bias, generator = weights(64, 48, 1)
+    x, residual = torch.randn(5, 48, generator=generator), torch.randn(5, 64, generator=generator)
+    packed = weight if packer is None else packer(weight)
+    dense = F.linear(x, weight, bias)
+    torch.testing.assert_close(kernels.linear(x, packed, bias, "quick_gelu"), kernels.quick_gelu(dense),
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kernels.linear(x, packed, bias, residual=residual), residual + dense, rtol=1e-5, atol=1e-5)
+
+
+@needs_panels
+def test_panel_kernel_refuses_an_unknown_activation_or_a_residual_that_does_not_fit():
+    weight, bias, _ = weights(32, 64, 0)
+    packed, x = panel_gemm.pack(weight), torch.zeros(3, 64)
+    with pytest.raises(ValueError, match="applies"):
+        panel_gemm.linear(x, packed, bias, "swish")
+    with pytest.raises(ValueError, match="does not fit"):
+        panel_gemm.linear(x, packed, bias, residual=torch.zeros(3, 16))
+    with pytest.raises(TypeError, match="float32 residual"):
+        panel_gemm.linear(x, packed, bias, residual=torch.zeros(3, 32, dtype=torch.float64))
 
 
 @needs_panels

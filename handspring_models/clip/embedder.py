@@ -35,6 +35,36 @@ def pad_causal(prepared: Sequence[torch.Tensor], context_length: int) -> tuple[t
     return tokens, lengths - 1
 
 
+# What one more forward pass costs, in token rows: a pass reads every weight once whatever its rows
+# (about 10 ms of CLIP's text tower in fp32 on a 2-core EPYC), which is the time of about 40-50
+# rows' arithmetic.
+PASS_COST_ROWS = 48
+
+
+def length_groups(lengths: Sequence[int], context_length: int, pass_cost_rows: int = PASS_COST_ROWS) -> list[list[int]]:
+    """Indices of a batch of texts, split into groups of similar lengths: each group is one pass,
+    padded to its longest text (as ``pad_causal`` pads), and the split minimises the rows computed
+    plus ``pass_cost_rows`` per pass. One long text among short ones is then not worth padding every
+    short one to its length: 31 texts of 12 tokens and one of 77 are 450 rows in two passes, not
+    2496 in one. Groups are runs of the lengths in sorted order (an optimal split is one)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    widths = [min(n + n % 2, context_length) for n in (lengths[i] for i in order)]
+    # best[j]: the least cost of the first j texts in sorted order; cut[j]: where its last group starts
+    best, cut = [0] + [None] * len(order), [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        for i in range(j):  # group = sorted texts i..j-1, padded to widths[j-1]
+            if i and widths[i - 1] == widths[i]:
+                continue  # never split texts of one width: the same pass, one cost less
+            cost = best[i] + (j - i) * widths[j - 1] + pass_cost_rows
+            if best[j] is None or cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups, j = [], len(order)
+    while j:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
 class CLIPEmbedder(Embedder):
     LOOKUP_TABLES = {"text": ("token_embedding.weight",)}
     TOWERS = {"image": "encode_image", "text": "encode_text"}
@@ -59,3 +89,17 @@ class CLIPEmbedder(Embedder):
         if modality == "image":
             return (torch.stack(list(prepared)),)
         return pad_causal(prepared, self.context_length)
+
+    def _forward(self, modality: str, prepared: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Texts go in passes of similar lengths (``length_groups``): the same vectors, since no
+        position after a text's end-of-text token reaches it, with fewer padding rows computed."""
+        if modality != "text" or len(prepared) == 1:
+            return super()._forward(modality, prepared)
+        groups = length_groups([len(t) for t in prepared], self.context_length)
+        if len(groups) == 1:
+            return super()._forward(modality, prepared)
+        parts = [super(CLIPEmbedder, self)._forward(modality, [prepared[i] for i in group]) for group in groups]
+        vectors = torch.empty(len(prepared), parts[0].shape[1], dtype=parts[0].dtype)
+        for group, part in zip(groups, parts):
+            vectors[group] = part
+        return vectors

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..runtime.kernels import Linear
@@ -51,20 +52,21 @@ class CLIPConfig:
         return cls(vision=VisionConfig(**d.pop("vision")), text=TextConfig(**d.pop("text")), **d)
 
 
-class QuickGELU(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
-
-
 class MLP(nn.Module):
     def __init__(self, width: int, activation: str):
         super().__init__()
         self.c_fc = Linear(width, 4 * width)
-        self.gelu = QuickGELU() if activation == "quick_gelu" else nn.GELU()
+        self.activation = activation  # "quick_gelu" (x * sigmoid(1.702 x)) or "gelu" (exact)
         self.c_proj = Linear(4 * width, width)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.c_proj(self.gelu(self.c_fc(x)))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``residual + c_proj(act(c_fc(x)))``; the linear layers apply QuickGELU and add the residual
+        (on the panel kernel, while its outputs are in cache)."""
+        if self.activation == "quick_gelu":
+            h = self.c_fc(x, activation="quick_gelu")
+        else:
+            h = F.gelu(self.c_fc(x))
+        return self.c_proj(h, residual=residual)
 
 
 class ResidualAttentionBlock(nn.Module):
@@ -76,13 +78,13 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp = MLP(width, activation)
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), causal=causal)
-        return x + self.mlp(self.ln_2(x))
+        x = self.attn(self.ln_1(x), causal=causal, residual=x)  # x + attn(ln_1(x))
+        return self.mlp(self.ln_2(x), residual=x)  # x + mlp(ln_2(x))
 
     def causal_at(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """The causal block's output at one position per row: [b, n, width], [b] -> [b, width]."""
         x = x[torch.arange(x.shape[0]), index] + self.attn.causal_at(self.ln_1(x), index)
-        return x + self.mlp(self.ln_2(x))
+        return self.mlp(self.ln_2(x), residual=x)
 
 
 class Transformer(nn.Module):

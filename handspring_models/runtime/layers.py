@@ -29,7 +29,8 @@ class MultiheadAttention(nn.Module):
             self.bias_k = self.bias_v = None
         self.out_proj = Linear(width, width)
 
-    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, causal: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """Self-attention over ``x`` [b, n, d], plus ``residual`` (added by the output projection)."""
         b, n, d = x.shape  # batch, tokens, width
         qkv = linear(x, self.in_proj_weight, self.in_proj_bias)
         if self.bias_k is None:
@@ -40,7 +41,7 @@ class MultiheadAttention(nn.Module):
             v = torch.cat([v, self.bias_v.to(v.dtype).expand(b, 1, d)], dim=1)
             q, k, v = (t.reshape(b, -1, self.heads, d // self.heads).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [b, h, n, d/h]
-        return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, d), residual=residual)
 
     def causal_at(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Causal self-attention's output at one position per row: ``x`` [b, n, d], ``index`` [b]

@@ -39,7 +39,7 @@ def library() -> ctypes.CDLL | None:
             continue
         for isa in ISAS:
             fn = getattr(lib, f"panel_linear_{isa}")
-            fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+            fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + [ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
             fn.restype = None
         return lib
     return None
@@ -88,9 +88,15 @@ def is_packed(weight: torch.Tensor) -> bool:
     return weight.dim() == 3 and weight.shape[-1] == PANEL and not weight.is_mkldnn
 
 
-def linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear(x, unpack(packed), bias)`` for fp32 ``x`` of any leading shape. (Few torch calls:
-    at a single text's size each costs as much as a tenth of the product.)"""
+# Activations the kernel applies to its outputs while they are in cache (the C side's ACT_*).
+ACTIVATIONS = {None: 0, "quick_gelu": 1}
+
+
+def linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, activation: str | None = None,
+           residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, unpack(packed), bias)`` for fp32 ``x`` of any leading shape, then ``activation``
+    (``"quick_gelu"``: ``z * sigmoid(1.702 z)``), then ``+ residual`` (same shape as the output).
+    (Few torch calls: at a single text's size each costs as much as a tenth of the product.)"""
     build = isa()
     if build is None:
         raise RuntimeError("the panel kernel is not available here")
@@ -102,6 +108,15 @@ def linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> 
     if x.shape[-1] != k or (bias is not None and bias.shape != (n,)):
         raise ValueError(f"shapes {tuple(x.shape)} and bias {None if bias is None else tuple(bias.shape)} "
                          f"do not fit a packed [{n}, {k}] weight")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"the panel kernel applies {sorted(a for a in ACTIVATIONS if a)}, not {activation!r}")
+    if residual is not None:
+        if residual.dtype != torch.float32:
+            raise TypeError(f"the panel kernel takes a float32 residual, not {residual.dtype}")
+        if residual.shape != (*x.shape[:-1], n):
+            raise ValueError(f"a residual of shape {tuple(residual.shape)} does not fit an output of "
+                             f"{(*x.shape[:-1], n)}")
+        residual = residual.contiguous()
     if not x.is_contiguous():
         x = x.contiguous()
     if bias is not None and not bias.is_contiguous():
@@ -110,5 +125,6 @@ def linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> 
     rows = x.numel() // k
     if rows:
         _entry(build)(x.data_ptr(), packed.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
-                            rows, n, k, torch.get_num_threads())
+                      rows, n, k, torch.get_num_threads(), ACTIVATIONS[activation],
+                      None if residual is None else residual.data_ptr())
     return y
