@@ -135,7 +135,7 @@ static void rows_times_panels_avx2(const float *x, const float *w, const float *
  * 24 accumulators of the 32 zmm registers, and each x value broadcast once for two FMAs. */
 
 #define TILE_ROWS_512 12
-#define SLICE_K 256
+#define SLICE_K 512
 #define AVX512 __attribute__((target("avx512f")))
 
 /* exp and QuickGELU as exp8 and quick_gelu8 above, on 16 lanes, and the same finish of a block. */
@@ -218,8 +218,9 @@ static AVX512 void rows_times_panels_avx512(const float *x, const float *w, cons
                                             int64_t m0, int64_t m1, int64_t p, int np, int64_t N, int64_t K) {
     const float *panel = w + p * K * PANEL;
     const float *bias = b ? b + p * PANEL : 0;
-    /* Slices of k, each slice of the panels (SLICE_K x 2 x 64 bytes) kept in L1 across the chunk's
-     * tiles: stopping and resuming each sum at a slice's edge changes no bit of it. */
+    /* Slices of k, so that a slice of the panels (SLICE_K x 2 x 64 bytes) stays in cache across the
+     * chunk's tiles: stopping and resuming each sum at a slice's edge changes no bit of it. 512
+     * measured 1.11x faster than 256 on 32 images (Zen 5), and level with 1024. */
     const int64_t slice = m1 - m0 > TILE_ROWS_512 ? SLICE_K : K;
     for (int64_t k0 = 0; k0 < K; k0 += slice) {
         const int64_t k1 = k0 + slice < K ? k0 + slice : K;
