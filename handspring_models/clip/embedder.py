@@ -98,7 +98,8 @@ class CLIPEmbedder(Embedder):
         groups = length_groups([len(t) for t in prepared], self.context_length)
         if len(groups) == 1:
             return super()._forward(modality, prepared)
-        parts = [super(CLIPEmbedder, self)._forward(modality, [prepared[i] for i in group]) for group in groups]
+        forward = super()._forward
+        parts = [forward(modality, [prepared[i] for i in group]) for group in groups]
         vectors = torch.empty(len(prepared), parts[0].shape[1], dtype=parts[0].dtype)
         for group, part in zip(groups, parts):
             vectors[group] = part
