@@ -19,7 +19,7 @@ help:
 	@echo "make image-test build the image and test the running container (part of make test)"
 	@echo "make fuzz       fuzz the decoders, FUZZ_SECONDS=$(FUZZ_SECONDS) per modality (FUZZ_MODALITY=audio, FUZZ_SEED=n)"
 
-$(VENV)/.runtime: requirements.txt pyproject.toml setup.py handspring_models/runtime/native/panel_gemm.c
+$(VENV)/.runtime: requirements.txt pyproject.toml setup.py $(wildcard handspring_models/runtime/native/*.[ch])
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -c requirements.txt -e ".[server,media,hub]"
 	touch $@

@@ -21,7 +21,7 @@ import sys
 EPILOG = """\
 Configured by HANDSPRING_* environment variables, among them HANDSPRING_WEIGHTS_DIR (the weights
 folder), HANDSPRING_FEATURE (clip_vit_b_32, imagebind_huge, one tower such as clip_vit_b_32_text...),
-HANDSPRING_PRECISION (fp32, bf16, auto), HANDSPRING_BACKEND (torch, openvino), HANDSPRING_API_KEY (comma-separated keys; unset: no
+HANDSPRING_PRECISION (fp32, bf16, auto, int8), HANDSPRING_BACKEND (torch, openvino), HANDSPRING_API_KEY (comma-separated keys; unset: no
 authentication) and the limits; the README lists them all. Serves Weaviate's /vectorize and
 OpenAI's /v1/embeddings and /v1/models."""
 

@@ -1,14 +1,17 @@
-"""How fp32 linear weights are packed, and so which kernel runs them: CLIP's towers with every
-weight packed one way or another, the model alone, timed in alternation on the same inputs.
+"""How linear weights are packed, and so which kernel runs them: CLIP's towers with every weight
+packed one way or another, the model alone, timed in alternation on the same inputs, in fp32 or
+(``--precision bf16``) bf16.
 
 Layouts: ``onednn:H``, oneDNN's layout for a batch-size hint of H (at 1 oneDNN keeps fp32 weights
 in their plain layout on AVX2; ``kernels.PACK_ROWS_HINT`` blocks them); ``panels``, the panel
-kernel's (``handspring_models.runtime.panel_gemm``), what fp32 models use where it is built, in the
-build this CPU runs best; ``panels:avx2`` or ``panels:avx512``, the panel kernel's named build.
+kernel's (``handspring_models.runtime.panel_gemm``, or ``bf16_gemm`` in bf16), what the models use
+where it is built, in the build this CPU runs best; ``panels:avx2`` or ``panels:avx512``, the fp32
+panel kernel's named build.
 
     .venv/bin/python -m bench.pack_layout                          # full-size random ViT-B/32
     .venv/bin/python -m bench.pack_layout --layouts onednn:1,onednn:8,onednn:64 --cases text:1,image:1
     .venv/bin/python -m bench.pack_layout --layouts onednn:64,panels:avx2,panels:avx512
+    .venv/bin/python -m bench.pack_layout --precision bf16      # oneDNN's bf16 kernels against bf16_gemm
 
 Prints items/s per layout and the ratio against the first, with the min cosine of every layout's
 vectors against the first's (the layout changes the summation order only). The weights are the
@@ -27,7 +30,8 @@ from .model_bench import timeit_group
 from .peers import IDLE_S, _min_cos
 
 
-def run(weights_dir, layouts: list[str], cases: list[tuple[str, int]], seconds: float, log=print) -> list[dict]:
+def run(weights_dir, layouts: list[str], cases: list[tuple[str, int]], seconds: float, log=print,
+        precision: str = "fp32") -> list[dict]:
     import handspring_models
     from handspring_models.runtime import kernels, panel_gemm
 
@@ -41,7 +45,7 @@ def run(weights_dir, layouts: list[str], cases: list[tuple[str, int]], seconds: 
                 if not kernels.use_panel_kernel:
                     kernels.PACK_ROWS_HINT = int(layout.split(":")[1])
                 embedders[layout] = handspring_models.load(f"clip_vit_b_32_{modality}", weights_dir,
-                                                           precision="fp32")
+                                                           precision=precision)
         finally:
             kernels.PACK_ROWS_HINT, kernels.use_panel_kernel = defaults
         for case_modality, batch in cases:
@@ -85,14 +89,16 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default="text:1,text:32,image:1,image:32", help="modality:batch, comma-separated")
     p.add_argument("--seconds", type=float, default=3.0, help="timing per layout and case")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = p.parse_args(argv)
     from handspring_models.runtime import kernels, panel_gemm
 
     from .checkpoint import ensure_checkpoint
     from .servers import REPO
 
-    if not kernels.onednn_packs(torch.float32):
-        print("oneDNN cannot prepack fp32 weights here: nothing to compare", file=sys.stderr)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.precision]
+    if not kernels.onednn_packs(dtype):
+        print(f"oneDNN cannot prepack {args.precision} weights here: nothing to compare", file=sys.stderr)
         return 1
     torch.set_num_threads(args.threads)
     layouts = (args.layouts.split(",") if args.layouts else
@@ -102,9 +108,9 @@ def main(argv=None) -> int:
         return 1
     cases = [(c.split(":")[0], int(c.split(":")[1])) for c in args.cases.split(",")]
     ckpt = ensure_checkpoint(REPO / "bench" / "results" / "cache", "full", log=lambda m: print(m, file=sys.stderr))
-    print(f"CLIP ViT-B/32 (random, full size), fp32, {args.threads} threads, medians in alternation; "
+    print(f"CLIP ViT-B/32 (random, full size), {args.precision}, {args.threads} threads, medians in alternation; "
           f"ratio against {layouts[0]}")
-    run(ckpt.weights_dir, layouts, cases, args.seconds)
+    run(ckpt.weights_dir, layouts, cases, args.seconds, precision=args.precision)
     return 0
 
 

@@ -277,8 +277,9 @@ def _handspring(ckpt, precision: str, backend: str) -> Engine:
 
 def _plan(ckpt, precisions: list[str], backends: list[str]) -> list[tuple]:
     """(name, label, precision, baseline, build(folder, threads, reference)) in the table's column
-    order: per precision, Handspring torch, Handspring's other backends, then the peers; ONNX Runtime's
-    int8 last (a reference: Handspring has no int8 mode yet, so it has no ratio)."""
+    order: per precision, Handspring torch, Handspring's other backends, then the peers; int8 last:
+    Handspring's int8 (torch only; skipped on CPUs without AVX512-VNNI) and ONNX Runtime's dynamic
+    int8, whose ratio is against it."""
     plan: list[tuple] = []
     for p in precisions:
         torch_name = f"handspring_torch_{p}"
@@ -292,7 +293,9 @@ def _plan(ckpt, precisions: list[str], backends: list[str]) -> list[tuple]:
         hint = "f32" if p == "fp32" else p
         plan.append((f"openvino_{hint}", f"OpenVINO {hint}", p, torch_name,
                      lambda folder, threads, ref, hint=hint: _openvino(folder, hint, threads, ref)))
-    plan.append(("onnxruntime_int8", "ONNX Runtime int8 (dynamic)", "int8", None,
+    plan.append(("handspring_torch_int8", "HS int8", "int8", None,
+                 lambda folder, threads, ref: _handspring(ckpt, "int8", "torch")))
+    plan.append(("onnxruntime_int8", "ONNX Runtime int8 (dynamic)", "int8", "handspring_torch_int8",
                  lambda folder, threads, ref: _onnxruntime(folder, ".int8", threads, ref)))
     return plan
 

@@ -42,7 +42,8 @@ def load(feature: str, weights_dir: str | Path | None = None, precision: str = "
 
     ``weights_dir``: a folder as ``python -m handspring_models.weights convert --out`` writes it;
     by default ``$HANDSPRING_HOME/<model>`` (``~/.cache/handspring/<model>``).
-    ``precision``: ``fp32`` (exact), ``bf16`` or ``auto`` (bf16 where the CPU runs it natively).
+    ``precision``: ``fp32`` (exact), ``bf16``, ``auto`` (bf16 where the CPU runs it natively) or
+    ``int8`` (opt-in, CPUs with AVX512-VNNI; CLIP models; see ``runtime.precision``).
     ``normalize``: L2-normalize the vectors; None (the default) does what Weaviate's own container
     does for this model (``find_model(name).normalize``).
     ``backend``: ``torch`` (default) or ``openvino`` (the ``openvino`` extra: each tower converted

@@ -26,7 +26,7 @@ from .registry import ModelSpec
 from .runtime import backends
 from .runtime import precision as precision_modes
 from .runtime import malloc, panel_gemm
-from .runtime.kernels import linear_kernels, pack_linear_weights
+from .runtime.kernels import linear_kernels, pack_linear_weights, quantize_linear_weights
 from .text import load_tokenizer
 from .weights import WeightsError, load_component, manifest_sha256, read_config
 
@@ -68,6 +68,8 @@ class Embedder:
         self.dtype = precision_modes.DTYPES[self.precision]
 
         self.backend = backends.resolve(backend)
+        if self.precision == "int8" and self.backend != "torch":
+            raise precision_modes.PrecisionUnavailableError("precision int8 runs on the torch backend only")
         meta = read_config(folder)
         if meta.get("model") != self.model_name:
             raise WeightsError(f"{folder / 'config.json'} holds {meta.get('model')!r}, not {self.model_name!r}")
@@ -91,6 +93,8 @@ class Embedder:
         self.model, self.packed_weights = None, 0
         if self.backend == "torch":
             self.model = self._load_model(meta, self.dtype)
+            if self.precision == "int8":
+                quantize_linear_weights(self.model)
             self.packed_weights = pack_linear_weights(self.model)
             malloc.keep_freed_buffers()  # after the load's own buffers: a pass's stay mapped for the next
             self.extras = self._extras(self.model)

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from handspring_models.runtime import int8_gemm
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -158,7 +159,8 @@ def test_catalog_section(quick_run):
 
 
 PEER_ENGINES = {"handspring_torch_fp32", "handspring_openvino_fp32", "onnxruntime_fp32", "openvino_f32",
-                "handspring_torch_bf16", "handspring_openvino_bf16", "openvino_bf16", "onnxruntime_int8"}
+                "handspring_torch_bf16", "handspring_openvino_bf16", "openvino_bf16", "handspring_torch_int8",
+                "onnxruntime_int8"}
 
 
 def test_peers_section(quick_run):
@@ -174,6 +176,8 @@ def test_peers_section(quick_run):
     assert set(engines) == PEER_ENGINES
     measured = {name for name, e in engines.items() if "skipped" not in e}
     assert {"handspring_torch_fp32", "onnxruntime_fp32", "openvino_f32", "onnxruntime_int8"} <= measured
+    if int8_gemm.available():
+        assert "handspring_torch_int8" in measured
     for name, e in engines.items():
         if name not in measured:
             assert e["skipped"].startswith("not available: "), (name, e)
@@ -182,7 +186,7 @@ def test_peers_section(quick_run):
         for case in peers["cases"]:
             r = case["results"][name]
             assert r["items_per_s"] > 0 and 0 < r["min_cos"] <= 1 + 1e-6, (name, case["case"], r)
-            if e["baseline"]:
+            if e["baseline"] in measured:
                 assert r["ratio"] > 0, (name, case["case"])
     for name in ("onnxruntime_fp32", "openvino_f32"):
         assert min(c["results"][name]["min_cos"] for c in peers["cases"]) >= 0.99999, name

@@ -300,16 +300,26 @@ def test_torch_comes_from_the_cpu_index_before_the_rest(dockerfile):
 
 def test_the_image_builds_the_panel_kernel_as_setup_py_does(dockerfile):
     setup = ast.parse((REPO / "setup.py").read_text())
-    flags = next(ast.literal_eval(node.value) for node in setup.body
-                 if isinstance(node, ast.Assign) and node.targets[0].id == "PANEL_GEMM_FLAGS")
+    constants = {node.targets[0].id: node.value for node in setup.body
+                 if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+    flags = ast.literal_eval(constants["PANEL_GEMM_FLAGS"])
+    sources = ast.literal_eval(constants["NATIVE_SOURCES"])
     kernels = dockerfile.stage("kernels")
     assert kernels.base == "${PYTHON_IMAGE}"  # gcc stays in this stage
-    build = re.search(r"gcc (.*?) -o /out/panel_gemm\.so /src/panel_gemm\.c", " ".join(i.args for i in kernels.all("RUN")))
-    assert build, "the kernels stage no longer compiles panel_gemm.c"
+    build = re.search(r"gcc (.*?) -o /out/panel_gemm\.so\s+((?:/src/\S+\.c\s*)+)", " ".join(i.args for i in kernels.all("RUN")))
+    assert build, "the kernels stage no longer compiles panel_gemm.so"
     assert set(flags) <= set(build.group(1).split()), f"the Dockerfile's flags differ from setup.py's {flags}"
+    assert [Path(s).name for s in build.group(2).split()] == sources
     copies = [c.words() for c in dockerfile.final.all("COPY") if c.flags().get("from") == "kernels"]
     assert copies == [["/out/", "handspring_models/runtime/native/"]]
     assert "handspring_models/runtime/native/*.so" in (REPO / ".dockerignore").read_text().splitlines()
+
+
+def test_setup_py_builds_every_c_source_of_the_library():
+    setup = ast.parse((REPO / "setup.py").read_text())
+    sources = next(ast.literal_eval(node.value) for node in setup.body
+                   if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "NATIVE_SOURCES")
+    assert sorted(sources) == sorted(p.name for p in (REPO / "handspring_models/runtime/native").glob("*.c"))
 
 
 def test_final_stage_is_small_and_unprivileged(dockerfile):

@@ -123,6 +123,10 @@ class CLIP(nn.Module):
     """Both towers, laid out as OpenAI's checkpoint is: the vision tower under ``visual``, the
     text tower's parameters at the top level. Either may be left out for a one-modality component."""
 
+    # precision="int8" keeps each tower's first block in fp32: its error is carried through every
+    # later block, and it was the one block whose precision moved the worst cosine (README, Speed).
+    INT8_KEEPS_PRECISE = ("transformer.resblocks.0.", "visual.transformer.resblocks.0.")
+
     def __init__(self, cfg: CLIPConfig, with_vision: bool = True, with_text: bool = True):
         super().__init__()
         self.config = cfg

@@ -11,6 +11,13 @@ has AVX2. A single request's few rows are bound by how fast the weights stream f
 it streams them about 1.5x faster than oneDNN's AVX2 kernels (11 against 7.6 GB/s in CLIP's text
 tower on a Zen 1 EPYC). Its AVX-512 build, on a Zen 5 EPYC: a single text 1.16-1.24x faster than
 oneDNN, batches of hundreds of rows 0.9x; ``python -m bench.pack_layout`` compares them.
+
+bf16 weights go to the bf16 panel kernel (``bf16_gemm``) where the CPU has AVX512-BF16: on the
+Zen 5 EPYC, a single text 1.29x faster than oneDNN's bf16 kernels, a single image 1.08x, batches
+of 32 0.98-1.00x (``python -m bench.pack_layout --precision bf16``).
+
+With ``precision="int8"``, ``quantize_linear_weights`` first hands most weights to the int8 kernel
+(``int8_gemm``), which is an approximation; the rest are packed as above.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import panel_gemm
+from . import bf16_gemm, int8_gemm, panel_gemm
+from .precision import PrecisionUnavailableError
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,14 +61,20 @@ use_panel_kernel = True
 
 
 def panels_for(weight: torch.Tensor) -> bool:
-    """Whether ``pack`` gives ``weight`` to the panel kernel."""
-    return use_panel_kernel and panel_gemm.fits(weight) and panel_gemm.library() is not None
+    """Whether ``pack`` gives ``weight`` to a panel kernel: fp32 weights to ``panel_gemm``, bf16
+    ones to ``bf16_gemm``, where built and run by this CPU."""
+    if not use_panel_kernel:
+        return False
+    if weight.dtype == torch.bfloat16:
+        return bf16_gemm.fits(weight) and bf16_gemm.available()
+    return panel_gemm.fits(weight) and panel_gemm.library() is not None
 
 
 def packs(dtype: torch.dtype) -> bool:
     """Whether ``pack`` can lay out weights of ``dtype`` for a faster kernel on this CPU."""
-    return onednn_packs(dtype) or (dtype == torch.float32 and use_panel_kernel
-                                   and panel_gemm.library() is not None)
+    panels = ((dtype == torch.float32 and panel_gemm.library() is not None)
+              or (dtype == torch.bfloat16 and bf16_gemm.available()))
+    return onednn_packs(dtype) or (use_panel_kernel and panels)
 
 
 # The batch size oneDNN is told to lay each weight out for. At 1 it keeps fp32 weights in their
@@ -75,15 +89,22 @@ def onednn_pack(weight: torch.Tensor) -> torch.Tensor:
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor:
-    """``[out, in]`` dense weight -> the same weight laid out for the faster kernel here: the panel
+    """``[out, in]`` dense weight -> the same weight laid out for the faster kernel here: a panel
     kernel's panels, else oneDNN's prepacked layout."""
-    return panel_gemm.pack(weight) if panels_for(weight) else onednn_pack(weight)
+    if not panels_for(weight):
+        return onednn_pack(weight)
+    return bf16_gemm.pack(weight) if weight.dtype == torch.bfloat16 else panel_gemm.pack(weight)
 
 
-def unpack(weight: torch.Tensor) -> torch.Tensor:
-    """The dense ``[out, in]`` weight back from ``pack`` (a dense weight as it is)."""
+def unpack(weight: torch.Tensor | int8_gemm.Int8Weight) -> torch.Tensor:
+    """The dense ``[out, in]`` weight back from ``pack`` or ``int8_gemm.quantize`` (dequantized; a
+    dense weight as it is)."""
+    if isinstance(weight, int8_gemm.Int8Weight):
+        return int8_gemm.dequantize(weight)
     if weight.is_mkldnn:
         return weight.to_dense()
+    if bf16_gemm.is_packed(weight):
+        return bf16_gemm.unpack(weight)
     return panel_gemm.unpack(weight) if panel_gemm.is_packed(weight) else weight
 
 
@@ -95,12 +116,16 @@ def quick_gelu(x: torch.Tensor) -> torch.Tensor:
 ACTIVATIONS = {"quick_gelu": quick_gelu}
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str | None = None,
-           residual: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear`` that also takes a weight from ``pack``, then ``ACTIVATIONS[activation]``, then
-    ``+ residual``. The panel kernel does both on its outputs while they are in cache; on the
-    other kernels they are PyTorch's own operators. (oneDNN's fused add, ``_linear_pointwise.binary``,
-    measured 4% slower in bf16 than the separate add.)"""
+def linear(x: torch.Tensor, weight: torch.Tensor | int8_gemm.Int8Weight, bias: torch.Tensor | None,
+           activation: str | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear`` that also takes a weight from ``pack`` or ``int8_gemm.quantize``, then
+    ``ACTIVATIONS[activation]``, then ``+ residual``. The panel and int8 kernels do both on their
+    outputs while they are in cache; on the other kernels they are PyTorch's own operators.
+    (oneDNN's fused add, ``_linear_pointwise.binary``, measured 4% slower in bf16 than the separate add.)"""
+    if isinstance(weight, int8_gemm.Int8Weight):
+        return int8_gemm.linear(x, weight, bias, activation, residual)
+    if bf16_gemm.is_packed(weight):
+        return bf16_gemm.linear(x, weight, bias, activation, residual)
     if weight.dim() == 3 and not weight.is_mkldnn:
         return panel_gemm.linear(x, weight, bias, activation, residual)
     if weight.is_mkldnn:
@@ -128,23 +153,45 @@ class Linear(nn.Linear):
 
 
 def _linear_weights(model: nn.Module):
-    """(module, attribute name, weight) for every ``Linear`` weight and attention ``in_proj_weight``."""
-    for module in model.modules():
+    """(module name, module, attribute name, weight) for every ``Linear`` weight and attention
+    ``in_proj_weight``."""
+    for module_name, module in model.named_modules():
         for name in ("weight", "in_proj_weight"):
             if name == "weight" and not isinstance(module, Linear):
                 continue
             weight = getattr(module, name, None)
-            if isinstance(weight, torch.Tensor):
-                yield module, name, weight
+            if isinstance(weight, (torch.Tensor, int8_gemm.Int8Weight)):
+                yield module_name, module, name, weight
+
+
+def quantize_linear_weights(model: nn.Module) -> int:
+    """Quantize the model's linear weights for the int8 kernel in place, except those of the modules
+    named in its ``INT8_KEEPS_PRECISE`` (name prefixes): the layers whose error the rest of the
+    model amplifies, measured per model. Returns how many were quantized. A model without that
+    attribute has not been measured in int8 and is refused."""
+    keep = getattr(model, "INT8_KEEPS_PRECISE", None)
+    if keep is None:
+        raise PrecisionUnavailableError(f"{type(model).__name__} has no int8 mode; use precision fp32 or bf16")
+    count = 0
+    for module_name, module, name, param in _linear_weights(model):
+        if (isinstance(param, torch.Tensor) and param.dim() == 2 and int8_gemm.fits(param)
+                and not (module_name + ".").startswith(tuple(keep))):
+            quantized = int8_gemm.quantize(param)
+            delattr(module, name)
+            setattr(module, name, quantized)
+            count += 1
+    return count
 
 
 def pack_linear_weights(model: nn.Module) -> int:
     """Prepack every ``Linear`` weight and attention ``in_proj_weight`` in place, for inference only
     (the packed tensors cannot be trained or saved). Returns how many were packed; 0 where no
-    faster kernel runs on this CPU, which leaves the model as it was."""
+    faster kernel runs on this CPU, which leaves the model as it was. Quantized weights stay as
+    they are."""
     count = 0
-    for module, name, param in _linear_weights(model):
-        if param.dim() == 2 and not param.is_mkldnn and (panels_for(param) or onednn_packs(param.dtype)):
+    for _, module, name, param in _linear_weights(model):
+        if (isinstance(param, torch.Tensor) and param.dim() == 2 and not param.is_mkldnn
+                and (panels_for(param) or onednn_packs(param.dtype))):
             packed = pack(param)
             delattr(module, name)  # drop the dense copy: one copy of the weights only
             setattr(module, name, packed)
@@ -153,9 +200,13 @@ def pack_linear_weights(model: nn.Module) -> int:
 
 
 def linear_kernels(model: nn.Module) -> dict[str, int]:
-    """How many of ``model``'s linear weights each kernel runs: ``panel``, ``onednn`` or ``dense``
-    (PyTorch's plain ``F.linear``)."""
-    counts = {"panel": 0, "onednn": 0, "dense": 0}
-    for _, _, weight in _linear_weights(model):
-        counts["onednn" if weight.is_mkldnn else "panel" if panel_gemm.is_packed(weight) else "dense"] += 1
+    """How many of ``model``'s linear weights each kernel runs: ``panel``, ``onednn``, ``dense``
+    (PyTorch's plain ``F.linear``) or ``int8``."""
+    counts = {"panel": 0, "onednn": 0, "dense": 0, "int8": 0}
+    for _, _, _, weight in _linear_weights(model):
+        if isinstance(weight, int8_gemm.Int8Weight):
+            counts["int8"] += 1
+        else:
+            panel = panel_gemm.is_packed(weight) or bf16_gemm.is_packed(weight)
+            counts["onednn" if weight.is_mkldnn else "panel" if panel else "dense"] += 1
     return counts

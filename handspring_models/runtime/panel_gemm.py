@@ -45,6 +45,15 @@ def library() -> ctypes.CDLL | None:
     return None
 
 
+def entry(name: str, argtypes: list, restype=None):
+    """The library's function ``name`` with its ctypes signature, or None where it is not built."""
+    lib = library()
+    fn = getattr(lib, name, None) if lib is not None else None
+    if fn is not None:
+        fn.argtypes, fn.restype = argtypes, restype
+    return fn
+
+
 @functools.lru_cache(maxsize=1)
 def native_isa() -> str | None:
     """The build of the kernel this CPU runs best: "avx512", "avx2", or None (no kernel here)."""
@@ -92,6 +101,36 @@ def is_packed(weight: torch.Tensor) -> bool:
 ACTIVATIONS = {None: 0, "quick_gelu": 1}
 
 
+def checked_inputs(kernel: str, dtype: torch.dtype, x: torch.Tensor, n: int, k: int, bias: torch.Tensor | None,
+                   activation: str | None, residual: torch.Tensor | None):
+    """``(x, bias, residual)`` made contiguous for a kernel of the library that multiplies ``x`` by an
+    ``[n, k]`` weight, after checking everything it would otherwise read out of bounds: the C side
+    trusts its sizes. ``kernel`` names it in the errors."""
+    if x.dtype != dtype or (bias is not None and bias.dtype != dtype):
+        raise TypeError(f"the {kernel} kernel takes {dtype} inputs and bias, not {x.dtype}")
+    if x.shape[-1] != k or (bias is not None and bias.shape != (n,)):
+        raise ValueError(f"shapes {tuple(x.shape)} and bias {None if bias is None else tuple(bias.shape)} "
+                         f"do not fit a packed [{n}, {k}] weight")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"the {kernel} kernel applies {sorted(a for a in ACTIVATIONS if a)}, not {activation!r}")
+    if residual is not None:
+        if residual.dtype != dtype:
+            raise TypeError(f"the {kernel} kernel takes a {dtype} residual, not {residual.dtype}")
+        if residual.shape != (*x.shape[:-1], n):
+            raise ValueError(f"a residual of shape {tuple(residual.shape)} does not fit an output of "
+                             f"{(*x.shape[:-1], n)}")
+        residual = residual.contiguous()
+    if not x.is_contiguous():
+        x = x.contiguous()
+    if bias is not None and not bias.is_contiguous():
+        bias = bias.contiguous()
+    return x, bias, residual
+
+
+def pointer(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
 def linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, activation: str | None = None,
            residual: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, unpack(packed), bias)`` for fp32 ``x`` of any leading shape, then ``activation``
@@ -102,29 +141,10 @@ def linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, act
         raise RuntimeError("the panel kernel is not available here")
     panels, k, _ = packed.shape
     n = panels * PANEL
-    # The C side trusts its sizes: check what it would read out of bounds.
-    if x.dtype != torch.float32 or (bias is not None and bias.dtype != torch.float32):
-        raise TypeError(f"the panel kernel takes float32 inputs and bias, not {x.dtype}")
-    if x.shape[-1] != k or (bias is not None and bias.shape != (n,)):
-        raise ValueError(f"shapes {tuple(x.shape)} and bias {None if bias is None else tuple(bias.shape)} "
-                         f"do not fit a packed [{n}, {k}] weight")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"the panel kernel applies {sorted(a for a in ACTIVATIONS if a)}, not {activation!r}")
-    if residual is not None:
-        if residual.dtype != torch.float32:
-            raise TypeError(f"the panel kernel takes a float32 residual, not {residual.dtype}")
-        if residual.shape != (*x.shape[:-1], n):
-            raise ValueError(f"a residual of shape {tuple(residual.shape)} does not fit an output of "
-                             f"{(*x.shape[:-1], n)}")
-        residual = residual.contiguous()
-    if not x.is_contiguous():
-        x = x.contiguous()
-    if bias is not None and not bias.is_contiguous():
-        bias = bias.contiguous()
-    y = x.new_empty(*x.shape[:-1], n)  # float32, as checked
+    x, bias, residual = checked_inputs("panel", torch.float32, x, n, k, bias, activation, residual)
+    y = x.new_empty(*x.shape[:-1], n)
     rows = x.numel() // k
     if rows:
-        _entry(build)(x.data_ptr(), packed.data_ptr(), None if bias is None else bias.data_ptr(), y.data_ptr(),
-                      rows, n, k, torch.get_num_threads(), ACTIVATIONS[activation],
-                      None if residual is None else residual.data_ptr())
+        _entry(build)(x.data_ptr(), packed.data_ptr(), pointer(bias), y.data_ptr(), rows, n, k,
+                      torch.get_num_threads(), ACTIVATIONS[activation], pointer(residual))
     return y
