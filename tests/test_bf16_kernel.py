@@ -138,3 +138,16 @@ def test_bf16_model_runs_its_linear_layers_on_the_panel_kernel(tiny_weights):
     counts = emb.linear_kernels
     assert counts["panel"] > 0 and counts["onednn"] == 0 and counts["dense"] == 0
     assert emb.panel_kernel_build == "avx512"
+
+
+@needs_bf16_panels
+def test_packing_twice_leaves_packed_bf16_weights_alone():
+    model = torch.nn.Sequential(kernels.Linear(64, 32), kernels.PatchProjection(3, 16, kernel_size=4, stride=4))
+    with torch.no_grad():
+        model[0].weight = torch.nn.Parameter(torch.randn(32, 64).bfloat16())
+        model[1].weight = torch.nn.Parameter(torch.randn(16, 3, 4, 4).bfloat16())
+    assert kernels.pack_linear_weights(model) == 2
+    before = [model[0].weight, model[1].weight]
+    assert kernels.pack_linear_weights(model) == 0
+    assert model[0].weight is before[0] and model[1].weight is before[1]
+    assert kernels.linear_kernels(model)["panel"] == 2

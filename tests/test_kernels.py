@@ -226,3 +226,24 @@ def test_pack_linear_weights_replaces_every_weight_once():
     assert counts["dense"] == 0 and counts["panel"] + counts["onednn"] == 2
     assert kernels.pack_linear_weights(model) == 0  # already packed
     torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_patch_projection_is_the_convolution(dtype):
+    """A stride-equals-kernel convolution run as a linear layer over flattened patches, on whichever
+    kernel packs it here: the convolution's tokens, in the same order."""
+    if not kernels.packs(dtype):
+        pytest.skip(f"no kernel packs {dtype} weights here")
+    generator = torch.Generator().manual_seed(7)
+    conv = kernels.PatchProjection(3, 32, kernel_size=8, stride=8, bias=False)
+    conv.weight = torch.nn.Parameter((torch.randn(32, 3, 8, 8, generator=generator) / 14).to(dtype))
+    pixels = torch.randn(2, 3, 16, 24, generator=generator).to(dtype)  # a 2 x 3 grid
+    with torch.inference_mode():
+        dense = conv(pixels)
+        assert dense.shape == (2, 6, 32)
+        reference = F.conv2d(pixels.float(), conv.weight.float(), stride=8).flatten(2).transpose(1, 2)
+        assert kernels.pack_linear_weights(conv) == 1
+        packed = conv(pixels)
+    tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2 ** -7, "atol": 1e-2}
+    torch.testing.assert_close(packed.float(), reference, **tolerance)
+    torch.testing.assert_close(dense.float(), reference, **tolerance)

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..runtime.kernels import Linear
+from ..runtime.kernels import Linear, PatchProjection
 from ..runtime.layers import MultiheadAttention
 
 
@@ -102,7 +102,7 @@ class VisionTransformer(nn.Module):
     def __init__(self, cfg: VisionConfig, embed_dim: int, activation: str, eps: float):
         super().__init__()
         grid = cfg.image_size // cfg.patch_size
-        self.conv1 = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
+        self.conv1 = PatchProjection(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
         self.class_embedding = nn.Parameter(torch.empty(cfg.width))
         self.positional_embedding = nn.Parameter(torch.empty(grid * grid + 1, cfg.width))
         self.ln_pre = nn.LayerNorm(cfg.width, eps=eps)
@@ -111,8 +111,7 @@ class VisionTransformer(nn.Module):
         self.proj = nn.Parameter(torch.empty(cfg.width, embed_dim))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(pixels)  # [b, width, grid, grid]
-        x = x.flatten(2).transpose(1, 2)  # [b, grid*grid, width]
+        x = self.conv1(pixels)  # [b, grid*grid, width]
         cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)  # [b, 1+grid*grid, width]
         x = self.transformer(self.ln_pre(x))
@@ -125,7 +124,7 @@ class CLIP(nn.Module):
 
     # precision="int8" keeps each tower's first block in fp32: its error is carried through every
     # later block, and it was the one block whose precision moved the worst cosine (README, Speed).
-    INT8_KEEPS_PRECISE = ("transformer.resblocks.0.", "visual.transformer.resblocks.0.")
+    INT8_KEEPS_PRECISE = ("transformer.resblocks.0.", "visual.conv1.", "visual.transformer.resblocks.0.")
 
     def __init__(self, cfg: CLIPConfig, with_vision: bool = True, with_text: bool = True):
         super().__init__()

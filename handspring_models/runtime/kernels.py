@@ -152,16 +152,45 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias, activation, residual)
 
 
+class PatchProjection(nn.Conv2d):
+    """A ViT's patch embedding: ``nn.Conv2d`` (same parameters, same names) with its stride equal to
+    its kernel, which is a linear layer over each flattened patch. Once its weight is packed it runs
+    as one, on the linear kernels; a dense weight runs oneDNN's convolution. ``forward`` returns the
+    patches' tokens, ``[b, grid_h * grid_w, out]``, in row-major grid order."""
+
+    def reset_parameters(self) -> None:
+        pass  # every weight comes from a checkpoint (see Linear)
+
+    def is_dense(self) -> bool:
+        """Whether the weight is still the checkpoint's ``[out, c, p, p]``, not packed."""
+        w = self.weight
+        return w.dim() == 4 and not w.is_mkldnn and not bf16_gemm.is_packed(w)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.is_dense():
+            return super().forward(pixels).flatten(2).transpose(1, 2)
+        b, c, height, width = pixels.shape
+        p = self.kernel_size[0]
+        patches = pixels.reshape(b, c, height // p, p, width // p, p).permute(0, 2, 4, 1, 3, 5)  # [b, gh, gw, c, p, p]
+        return linear(patches.reshape(b, (height // p) * (width // p), c * p * p), self.weight, self.bias)
+
+
 def _linear_weights(model: nn.Module):
-    """(module name, module, attribute name, weight) for every ``Linear`` weight and attention
-    ``in_proj_weight``."""
+    """(module name, module, attribute name, weight) for every ``Linear`` weight, attention
+    ``in_proj_weight`` and ``PatchProjection`` weight."""
     for module_name, module in model.named_modules():
         for name in ("weight", "in_proj_weight"):
-            if name == "weight" and not isinstance(module, Linear):
+            if name == "weight" and not isinstance(module, (Linear, PatchProjection)):
                 continue
             weight = getattr(module, name, None)
             if isinstance(weight, (torch.Tensor, int8_gemm.Int8Weight)):
                 yield module_name, module, name, weight
+
+
+def _as_matrix(module: nn.Module, weight):
+    """A patch projection's dense ``[out, c, p, p]`` weight as the ``[out, c p p]`` matrix its
+    linear layer multiplies by (what is packed); any other weight as it is."""
+    return weight.flatten(1) if isinstance(module, PatchProjection) and module.is_dense() else weight
 
 
 def quantize_linear_weights(model: nn.Module) -> int:
@@ -174,6 +203,7 @@ def quantize_linear_weights(model: nn.Module) -> int:
         raise PrecisionUnavailableError(f"{type(model).__name__} has no int8 mode; use precision fp32 or bf16")
     count = 0
     for module_name, module, name, param in _linear_weights(model):
+        param = _as_matrix(module, param)
         if (isinstance(param, torch.Tensor) and param.dim() == 2 and int8_gemm.fits(param)
                 and not (module_name + ".").startswith(tuple(keep))):
             quantized = int8_gemm.quantize(param)
@@ -190,6 +220,7 @@ def pack_linear_weights(model: nn.Module) -> int:
     they are."""
     count = 0
     for _, module, name, param in _linear_weights(model):
+        param = _as_matrix(module, param)
         if (isinstance(param, torch.Tensor) and param.dim() == 2 and not param.is_mkldnn
                 and (panels_for(param) or onednn_packs(param.dtype))):
             packed = pack(param)
