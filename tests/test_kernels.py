@@ -237,7 +237,7 @@ def test_packed_patch_projection_is_the_convolution(dtype):
     generator = torch.Generator().manual_seed(7)
     conv = kernels.PatchProjection(3, 32, kernel_size=8, stride=8, bias=False)
     conv.weight = torch.nn.Parameter((torch.randn(32, 3, 8, 8, generator=generator) / 14).to(dtype))
-    pixels = torch.randn(2, 3, 16, 24, generator=generator).to(dtype)  # a 2 x 3 grid
+    pixels = torch.randn(2, 3, 19, 24, generator=generator).to(dtype)  # a 2 x 3 grid, and 3 rows left out
     with torch.inference_mode():
         dense = conv(pixels)
         assert dense.shape == (2, 6, 32)
@@ -247,3 +247,8 @@ def test_packed_patch_projection_is_the_convolution(dtype):
     tolerance = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2 ** -7, "atol": 1e-2}
     torch.testing.assert_close(packed.float(), reference, **tolerance)
     torch.testing.assert_close(dense.float(), reference, **tolerance)
+
+
+def test_a_patch_projection_strides_by_its_kernel():
+    with pytest.raises(ValueError, match="stride is its kernel"):
+        kernels.PatchProjection(3, 16, kernel_size=8, stride=4)

@@ -158,6 +158,11 @@ class PatchProjection(nn.Conv2d):
     as one, on the linear kernels; a dense weight runs oneDNN's convolution. ``forward`` returns the
     patches' tokens, ``[b, grid_h * grid_w, out]``, in row-major grid order."""
 
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, bias: bool = True):
+        if stride != kernel_size:
+            raise ValueError(f"a patch projection's stride is its kernel size, not {stride} for {kernel_size}")
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
+
     def reset_parameters(self) -> None:
         pass  # every weight comes from a checkpoint (see Linear)
 
@@ -169,10 +174,11 @@ class PatchProjection(nn.Conv2d):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.is_dense():
             return super().forward(pixels).flatten(2).transpose(1, 2)
-        b, c, height, width = pixels.shape
         p = self.kernel_size[0]
-        patches = pixels.reshape(b, c, height // p, p, width // p, p).permute(0, 2, 4, 1, 3, 5)  # [b, gh, gw, c, p, p]
-        return linear(patches.reshape(b, (height // p) * (width // p), c * p * p), self.weight, self.bias)
+        b, c, gh, gw = pixels.shape[0], pixels.shape[1], pixels.shape[2] // p, pixels.shape[3] // p
+        # as the convolution does, a border narrower than a patch is left out
+        patches = pixels[:, :, :gh * p, :gw * p].reshape(b, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)  # [b, gh, gw, c, p, p]
+        return linear(patches.reshape(b, gh * gw, c * p * p), self.weight, self.bias)
 
 
 def _linear_weights(model: nn.Module):
