@@ -89,8 +89,8 @@ typedef struct {
     int activation;
 } bf16_work;
 
-#define TILE_CASE(r)                                                              \
-    case r:                                                                       \
+#define TILE_CASE(r)                                                                  \
+    case r:                                                                           \
         if (np == 2) tile(r, 2, xm, k->K, panel, bias, res, k->activation, ym, k->N); \
         else tile(r, 1, xm, k->K, panel, bias, res, k->activation, ym, k->N);         \
         break;

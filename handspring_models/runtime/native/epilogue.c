@@ -10,7 +10,7 @@
 
 /* Rows [m0, m1), columns [c0, c1) of y (c0, c1 multiples of 16). */
 void finish_block_avx2(float *y, const float *residual, int activation, int64_t m0, int64_t m1,
-                              int64_t c0, int64_t c1, int64_t N) {
+                       int64_t c0, int64_t c1, int64_t N) {
     for (int64_t m = m0; m < m1; ++m) {
         float *row = y + m * N;
         const float *res = residual ? residual + m * N : 0;
@@ -24,7 +24,7 @@ void finish_block_avx2(float *y, const float *residual, int activation, int64_t 
 }
 
 AVX512F void finish_block_avx512(float *y, const float *residual, int activation, int64_t m0, int64_t m1,
-                                       int64_t c0, int64_t c1, int64_t N) {
+                                 int64_t c0, int64_t c1, int64_t N) {
     for (int64_t m = m0; m < m1; ++m) {
         float *row = y + m * N;
         const float *res = residual ? residual + m * N : 0;

@@ -1,6 +1,7 @@
 /* What is done to a block of a linear layer's output once its sums are complete, while the block
- * is still in cache: y = act(y) + residual. Shared by the fp32 (panel_gemm.c) and int8
- * (int8_gemm.c) kernels. */
+ * is still in cache: y = act(y) + residual. The fp32 (panel_gemm.c) and int8 (int8_gemm.c) kernels
+ * call finish_block_* on their fp32 blocks; the bf16 kernel (bf16_gemm.c) applies quick_gelu16 to
+ * its sums in registers, before it rounds them. */
 
 #ifndef HANDSPRING_EPILOGUE_H
 #define HANDSPRING_EPILOGUE_H
