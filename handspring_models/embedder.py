@@ -25,8 +25,8 @@ from .inputs.image import DEFAULT_MAX_PIXELS, InvalidInputError, decode_image, p
 from .registry import ModelSpec
 from .runtime import backends
 from .runtime import precision as precision_modes
-from .runtime import malloc, panel_gemm
-from .runtime.kernels import linear_kernels, pack_linear_weights, quantize_linear_weights
+from .runtime import int8_gemm, malloc, panel_gemm
+from .runtime.kernels import int8_targets, linear_kernels, pack_linear_weights, set_weight
 from .text import load_tokenizer
 from .weights import WeightsError, load_component, manifest_sha256, read_config
 
@@ -92,9 +92,7 @@ class Embedder:
             pool.shutdown(wait=False)  # the submitted build still runs; result() below waits for it
         self.model, self.packed_weights = None, 0
         if self.backend == "torch":
-            self.model = self._load_model(meta, self.dtype)
-            if self.precision == "int8":
-                quantize_linear_weights(self.model)
+            self.model = self._load_model(meta, self.dtype, int8=self.precision == "int8")
             self.packed_weights = pack_linear_weights(self.model)
             malloc.keep_freed_buffers()  # after the load's own buffers: a pass's stay mapped for the next
             self.extras = self._extras(self.model)
@@ -102,22 +100,37 @@ class Embedder:
         if self.backend == "openvino":  # after the tokenizer: a text tower is traced on real token ids
             self._compiled, self.extras = self._compile_towers(meta)
 
-    def _load_model(self, meta: dict, dtype: torch.dtype) -> torch.nn.Module:
-        """The family's model with this feature's weights in it, in eval mode, weights unpacked."""
+    def _load_model(self, meta: dict, dtype: torch.dtype, int8: bool = False) -> torch.nn.Module:
+        """The family's model with this feature's weights in it, in eval mode, weights unpacked;
+        with ``int8``, its ``int8_targets`` quantized as each is read (the peak stays near the
+        quantized model's size, not the fp32 model's)."""
         with torch.device("meta"):  # no memory for weights about to be replaced
             model = self._build_model()
+        targets = int8_targets(model) if int8 else {}
+
+        def quantize(name: str, tensor: torch.Tensor) -> int8_gemm.Int8Weight | None:
+            if name not in targets or tensor.shape != getattr(*targets[name]).shape:
+                return None  # a misfit is left for load_state_dict to report
+            return int8_gemm.quantize(tensor.flatten(1))  # a patch projection's [out, c, p, p] as its matrix
+
         state: dict[str, torch.Tensor] = {}
         for component in self._components():
             filename = meta["components"].get(component)
             if filename is None:
                 raise WeightsError(f"{self.weights_dir / 'config.json'} lists no {component} component")
-            state.update(load_component(self.weights_dir, filename, dtype, mapped=self.LOOKUP_TABLES.get(component, ())))
+            state.update(load_component(self.weights_dir, filename, dtype, mapped=self.LOOKUP_TABLES.get(component, ()),
+                                        convert=quantize if targets else None))
         self._adjust_state(state)
+        quantized = {name: state.pop(name) for name in targets if isinstance(state.get(name), int8_gemm.Int8Weight)}
+        for name in quantized:
+            state[name] = getattr(*targets[name])  # the meta parameter itself, swapped out below
         try:
             model.load_state_dict(state, strict=True, assign=True)
         except RuntimeError as e:
             raise WeightsError(f"weights in {self.weights_dir} do not fit the {self.model_name} architecture: {e}") from None
         del state  # the model holds the only reference now, so packing frees each dense weight as it goes
+        for name, weight in quantized.items():
+            set_weight(*targets[name], weight)
         return model.eval().requires_grad_(False)
 
     def _compile_towers(self, meta: dict) -> tuple[dict, dict]:

@@ -1,6 +1,7 @@
 """precision="int8": the int8 kernel (handspring_models.runtime.int8_gemm) against a PyTorch reference
 of the same quantization, bit for bit; its place in the models; and how close it stays to fp32."""
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -229,6 +230,60 @@ def test_int8_load_quantizes_all_but_the_first_blocks(tiny_weights):
                 continue
             precise = (name + ".").startswith(CLIP.INT8_KEEPS_PRECISE)
             assert isinstance(weight, int8_gemm.Int8Weight) != precise, f"{name}.{attribute}"
+
+
+@needs_int8
+def test_int8_load_quantizes_each_weight_as_it_is_read(tiny_weights, monkeypatch):
+    """No quantized weight is ever held in fp32 beside the others: what a component's read hands
+    back is already int8, so the load's peak is near the int8 model's size."""
+    from handspring_models import embedder
+
+    read = {}
+
+    def recording(*args, **kwargs):
+        tensors = load_component(*args, **kwargs)
+        read.update(tensors)
+        return tensors
+
+    load_component = embedder.load_component
+    monkeypatch.setattr(embedder, "load_component", recording)
+    emb = handspring_models.load("clip_vit_b_32", tiny_weights, precision="int8")
+    quantized = {name for name, value in read.items() if isinstance(value, int8_gemm.Int8Weight)}
+    assert len(quantized) == emb.linear_kernels["int8"] > 0
+    with torch.device("meta"):
+        assert quantized == set(kernels.int8_targets(emb._build_model()))
+
+
+@needs_int8
+def test_quantizing_as_read_gives_the_bits_of_quantizing_the_loaded_model(tiny_weights, photos):
+    as_read = handspring_models.load("clip_vit_b_32", tiny_weights, precision="int8")
+    after = handspring_models.load("clip_vit_b_32", tiny_weights, precision="int8")
+    after.model = after.dense_model()  # the fp32 model, loaded whole, then quantized
+    assert kernels.quantize_linear_weights(after.model) == as_read.linear_kernels["int8"]
+    kernels.pack_linear_weights(after.model)
+    items = {"text": ["a photo of a cat", "two dogs on a sofa"], "image": list(photos.values())[:2]}
+    for modality, inputs in items.items():
+        prepared = [as_read.prepare(modality, item) for item in inputs]
+        assert np.array_equal(as_read.encode(modality, prepared), after.encode(modality, prepared))
+
+
+@needs_int8
+def test_a_misshapen_weight_is_reported_on_an_int8_load(tiny_weights, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from handspring_models.weights import WeightsError, read_config
+
+    folder = tmp_path / "weights"
+    shutil.copytree(tiny_weights, folder)
+    filename = read_config(folder)["components"]["text"]
+    state = load_file(folder / filename)
+    name = next(k for k in state if k.endswith("mlp.c_fc.weight") and ".resblocks.1." in k)
+    state[name] = state[name][:, :-1].contiguous()
+    save_file(state, folder / filename)
+    with pytest.raises(WeightsError, match="do not fit"):
+        handspring_models.load("clip_vit_b_32", folder, precision="int8")
 
 
 @needs_int8

@@ -199,24 +199,37 @@ def _as_matrix(module: nn.Module, weight):
     return weight.flatten(1) if isinstance(module, PatchProjection) and module.is_dense() else weight
 
 
-def quantize_linear_weights(model: nn.Module) -> int:
-    """Quantize the model's linear weights for the int8 kernel in place, except those of the modules
-    named in its ``INT8_KEEPS_PRECISE`` (name prefixes): the layers whose error the rest of the
-    model amplifies, measured per model. Returns how many were quantized. A model without that
-    attribute has not been measured in int8 and is refused."""
+def int8_targets(model: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    """The linear weights the int8 kernel runs, by state-dict name, as (module, attribute): every
+    one that fits it except those of the modules named in the model's ``INT8_KEEPS_PRECISE`` (name
+    prefixes), the layers whose error the rest of the model amplifies, measured per model. Works on
+    a model built on the meta device. A model without that attribute has not been measured in int8
+    and is refused."""
     keep = getattr(model, "INT8_KEEPS_PRECISE", None)
     if keep is None:
         raise PrecisionUnavailableError(f"{type(model).__name__} has no int8 mode; use precision fp32 or bf16")
-    count = 0
+    targets = {}
     for module_name, module, name, param in _linear_weights(model):
-        param = _as_matrix(module, param)
-        if (isinstance(param, torch.Tensor) and param.dim() == 2 and int8_gemm.fits(param)
+        matrix = _as_matrix(module, param)
+        if (isinstance(matrix, torch.Tensor) and matrix.dim() == 2 and int8_gemm.fits(matrix)
                 and not (module_name + ".").startswith(tuple(keep))):
-            quantized = int8_gemm.quantize(param)
-            delattr(module, name)
-            setattr(module, name, quantized)
-            count += 1
-    return count
+            targets[f"{module_name}.{name}" if module_name else name] = (module, name)
+    return targets
+
+
+def set_weight(module: nn.Module, name: str, weight) -> None:
+    """Replace a module's weight (a parameter) with another kind of weight: packed or quantized."""
+    delattr(module, name)
+    setattr(module, name, weight)
+
+
+def quantize_linear_weights(model: nn.Module) -> int:
+    """Quantize the ``int8_targets`` of a loaded model in place for the int8 kernel. Returns how many
+    were quantized."""
+    targets = int8_targets(model)
+    for module, name in targets.values():
+        set_weight(module, name, int8_gemm.quantize(_as_matrix(module, getattr(module, name))))
+    return len(targets)
 
 
 def pack_linear_weights(model: nn.Module) -> int:
@@ -229,9 +242,7 @@ def pack_linear_weights(model: nn.Module) -> int:
         param = _as_matrix(module, param)
         if (isinstance(param, torch.Tensor) and param.dim() == 2 and not param.is_mkldnn
                 and (panels_for(param) or onednn_packs(param.dtype))):
-            packed = pack(param)
-            delattr(module, name)  # drop the dense copy: one copy of the weights only
-            setattr(module, name, packed)
+            set_weight(module, name, pack(param))  # drops the dense copy: one copy of the weights only
             count += 1
     return count
 

@@ -19,7 +19,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -75,10 +77,13 @@ def read_config(folder: Path) -> dict:
     return config
 
 
-def load_component(folder: Path, filename: str, dtype: torch.dtype,
-                   mapped: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+def load_component(folder: Path, filename: str, dtype: torch.dtype, mapped: tuple[str, ...] = (),
+                   convert: Callable[[str, torch.Tensor], Any] | None = None) -> dict[str, Any]:
     """One modality's tensors, cast to ``dtype``; the tensors named in ``mapped`` are left on
-    the file, memory-mapped and as stored (see ``map_tensor``).
+    the file, memory-mapped and as stored (see ``map_tensor``). ``convert(name, tensor)``, where
+    given, sees each other tensor as stored, as it is read: what it returns is kept instead of the
+    cast, unless that is None. A model quantized that way never holds all its weights in full
+    precision at once.
 
     Pages of a memory-mapped file count as resident until it is unmapped, so the file is reopened
     every ~64 MiB: the peak stays near the loaded model's size instead of model + whole file."""
@@ -100,7 +105,8 @@ def load_component(folder: Path, filename: str, dtype: torch.dtype,
             with safe_open(path, framework="pt") as f:
                 for key in keys[len(tensors):]:
                     tensor = f.get_tensor(key)
-                    tensors[key] = _cast(tensor, dtype)
+                    converted = convert(key, tensor) if convert is not None else None
+                    tensors[key] = _cast(tensor, dtype) if converted is None else converted
                     read += tensor.numel() * tensor.element_size()
                     if read >= _REOPEN_BYTES:
                         break
