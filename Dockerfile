@@ -85,20 +85,22 @@ ENV PATH=/opt/venv/bin:$PATH
 
 # ------------------------------------------------------------------ the panel kernel (C), compiled
 # The one compiled part of our code (handspring_models/runtime/native/: the fp32 and bf16 panel
-# kernels, faster than oneDNN's on a single request, and the int8 kernel), built with the sources and
+# kernels, faster than oneDNN's on a single request, the int8 kernel and self-attention), built with the sources and
 # flags setup.py gives it; gcc
 # stays in this stage. Where Debian's packages cannot be reached, or the target is not x86-64,
 # the image goes without it and runs oneDNN's kernels (same maths, slower on small batches);
 # GET /meta says which kernel runs.
 FROM ${PYTHON_IMAGE} AS kernels
 COPY handspring_models/runtime/native/panel_gemm.c handspring_models/runtime/native/bf16_gemm.c \
-     handspring_models/runtime/native/int8_gemm.c handspring_models/runtime/native/epilogue.c \
+     handspring_models/runtime/native/int8_gemm.c handspring_models/runtime/native/attention.c \
+     handspring_models/runtime/native/epilogue.c \
      handspring_models/runtime/native/schedule.c handspring_models/runtime/native/epilogue.h \
      handspring_models/runtime/native/schedule.h /src/
 RUN mkdir /out \
  && ( (apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
        && gcc -O3 -mavx2 -mfma -fopenmp -shared -fPIC -o /out/panel_gemm.so \
-          /src/panel_gemm.c /src/bf16_gemm.c /src/int8_gemm.c /src/epilogue.c /src/schedule.c) \
+          /src/panel_gemm.c /src/bf16_gemm.c /src/int8_gemm.c /src/attention.c /src/epilogue.c \
+          /src/schedule.c) \
      || echo "WARNING: the panel kernel was not built; the image runs oneDNN's kernels" ) \
  && rm -rf /var/lib/apt/lists/*
 

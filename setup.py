@@ -15,7 +15,7 @@ from setuptools import Extension, setup
 # -fopenmp: it runs on the OpenMP runtime PyTorch loads (libgomp, the same soname).
 PANEL_GEMM_FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
 NATIVE = "handspring_models/runtime/native"
-NATIVE_SOURCES = ["panel_gemm.c", "bf16_gemm.c", "int8_gemm.c", "epilogue.c", "schedule.c"]
+NATIVE_SOURCES = ["panel_gemm.c", "bf16_gemm.c", "int8_gemm.c", "attention.c", "epilogue.c", "schedule.c"]
 
 extensions = []
 if platform.machine().lower() in ("x86_64", "amd64") and platform.system() == "Linux":

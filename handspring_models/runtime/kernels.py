@@ -247,6 +247,16 @@ def pack_linear_weights(model: nn.Module) -> int:
     return count
 
 
+def is_prepared(weight) -> bool:
+    """Whether a linear weight was packed or quantized (``pack_linear_weights``,
+    ``quantize_linear_weights``): a model loaded for inference. Its other operators may then run on
+    the library's kernels too; a dense model, which exporters and converters trace, stays plain
+    PyTorch."""
+    if isinstance(weight, int8_gemm.Int8Weight):
+        return True
+    return weight.is_mkldnn or panel_gemm.is_packed(weight) or bf16_gemm.is_packed(weight)
+
+
 def linear_kernels(model: nn.Module) -> dict[str, int]:
     """How many of ``model``'s linear weights each kernel runs: ``panel``, ``onednn``, ``dense``
     (PyTorch's plain ``F.linear``) or ``int8``."""

@@ -6,13 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kernels import Linear, linear
+from . import attention
+from .kernels import Linear, is_prepared, linear
 
 
 class MultiheadAttention(nn.Module):
     """Self-attention with one fused q/k/v projection, named as ``nn.MultiheadAttention`` names it
     (``in_proj_weight``, ``in_proj_bias``, ``out_proj``, ``bias_k``/``bias_v``), run through
-    PyTorch's fused scaled-dot-product kernel.
+    PyTorch's fused scaled-dot-product kernel, or, once the weights are prepared for inference
+    (``kernels.is_prepared``), the library's attention kernel where it runs (``attention``).
 
     ``add_bias_kv`` (ImageBind's audio, depth, thermal and IMU trunks): one learned key and value,
     already in projected space, are appended to every sequence, so each query sees n + 1 keys."""
@@ -33,6 +35,9 @@ class MultiheadAttention(nn.Module):
         """Self-attention over ``x`` [b, n, d], plus ``residual`` (added by the output projection)."""
         b, n, d = x.shape  # batch, tokens, width
         qkv = linear(x, self.in_proj_weight, self.in_proj_bias)
+        if (self.bias_k is None and attention.available() and attention.fits(qkv, self.heads)
+                and is_prepared(self.in_proj_weight)):
+            return self.out_proj(attention.self_attention(qkv, self.heads, causal), residual=residual)
         if self.bias_k is None:
             q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x [b, h, n, d/h]
         else:
