@@ -63,6 +63,9 @@ def targets(result: dict) -> list[dict]:
         add("peak RSS vs reference", r.get("peak_rss_mb"), "<=", 0.5, "x")
         add("fp32 image throughput vs reference", svc["ratios"].get(OURS_FP32, {}).get("image_req_per_s"),
             ">=", 1.5, "x")
+    peers = result.get("peers")
+    if peers and peers.get("cases"):
+        _peer_targets(peers, add)
     fid = result.get("fidelity")
     if fid and "vs_transformers" in fid:
         f = fid["vs_transformers"].get("fp32")
@@ -74,6 +77,30 @@ def targets(result: dict) -> list[dict]:
                 add(f"{p} vs fp32, min cos (photos)", f["image"]["min_cos"], ">=", 0.999)
                 add(f"{p} vs fp32, min cos (texts)", f["text"]["min_cos"], ">=", 0.999)
     return out
+
+
+# Issue 17's bar for the model alone: at each precision, none of these peers is faster than
+# Handspring in any case of section (f).
+PEER_RIVALS = {"fp32": ("onnxruntime_fp32", "openvino_f32"), "bf16": ("openvino_bf16",), "int8": ("onnxruntime_int8",)}
+
+
+def _peer_targets(peers: dict, add) -> None:
+    """Per precision, the worst ratio (peer / Handspring torch) over the cases and the rivals that
+    were measured against it; int8's cosines against fp32."""
+    for precision, rivals in PEER_RIVALS.items():
+        ours, worst = f"handspring_torch_{precision}", None
+        for case in peers["cases"]:
+            for rival in rivals:
+                ratio = case["results"].get(rival, {}).get("ratio")
+                if (ratio is not None and peers["engines"].get(rival, {}).get("baseline") == ours
+                        and (worst is None or ratio > worst[0])):
+                    worst = (ratio, case["label"])
+        if worst is not None:
+            add(f"model alone, {precision}: fastest peer / Handspring, worst case ({worst[1]})", worst[0], "<=", 1.0, "x")
+    int8 = peers["engines"].get("handspring_torch_int8", {})
+    if "min_cos_image" in int8:
+        add("model alone, int8 vs fp32, min cos (images)", int8["min_cos_image"], ">=", 0.999)
+        add("model alone, int8 vs fp32, min cos (texts)", int8["min_cos_text"], ">=", 0.999)
 
 
 # ---------------------------------------------------------------- printing

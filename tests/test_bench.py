@@ -113,6 +113,7 @@ def test_fidelity_and_targets(quick_run):
     names = {t["name"] for t in data["targets"]}
     assert {"image throughput vs reference", "text throughput vs reference", "single text alone, median",
             "peak RSS vs reference", "fp32 image throughput vs reference"} <= names
+    assert any(name.startswith("model alone, fp32: fastest peer / Handspring") for name in names)
     for t in data["targets"]:
         assert t["value"] is not None and math.isfinite(t["value"]) and t["value"] > 0, t
         assert isinstance(t["met"], bool)
@@ -193,3 +194,20 @@ def test_peers_section(quick_run):
     assert peers["export"]["seconds"]["onnx_export_image"] > 0
     table = (results / "peers.md").read_text()
     assert all(f"| {c['label']} |" in table for c in peers["cases"])
+
+
+def test_peer_targets_take_each_precisions_worst_case_against_its_rivals():
+    """A rival faster than Handspring in one case fails its precision's target; Handspring's own
+    openvino backend is not a rival, and a precision with no measured rival gets no target."""
+    from bench import report
+
+    engines = {"onnxruntime_fp32": {"baseline": "handspring_torch_fp32"},
+               "openvino_f32": {"baseline": "handspring_torch_fp32"},
+               "handspring_openvino_fp32": {"baseline": "handspring_torch_fp32"},
+               "openvino_bf16": {"baseline": "handspring_torch_bf16", "skipped": "not run"}}
+    cases = [{"label": "image, batch 1", "results": {"onnxruntime_fp32": {"ratio": 0.8}, "openvino_f32": {"ratio": 0.9},
+                                                     "handspring_openvino_fp32": {"ratio": 1.5}}},
+             {"label": "text, batch 1", "results": {"onnxruntime_fp32": {"ratio": 1.1}, "openvino_f32": {"ratio": 0.7}}}]
+    targets = report.targets({"peers": {"engines": engines, "cases": cases}})
+    assert [(t["name"], t["value"], t["met"]) for t in targets] == [
+        ("model alone, fp32: fastest peer / Handspring, worst case (text, batch 1)", 1.1, False)]
