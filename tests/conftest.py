@@ -143,6 +143,22 @@ def full_weights(full_hf, tmp_path_factory) -> Path:
     return convert(full_hf[1], tmp_path_factory.mktemp("full_weights"))
 
 
+# ---------------------------------------------------------------- kernels
+
+@pytest.fixture(params=("avx2", "avx512"))  # panel_gemm.ISAS
+def isa(request, monkeypatch):
+    """Each build of the library's kernels (``panel_gemm.ISAS``) this CPU can run, in turn."""
+    from handspring_models.runtime import panel_gemm
+
+    native = panel_gemm.native_isa()
+    if native is None:
+        pytest.skip("the kernels are not built, or this CPU has no AVX2")
+    if panel_gemm.ISAS.index(request.param) > panel_gemm.ISAS.index(native):
+        pytest.skip(f"this CPU does not run the {request.param} build")
+    monkeypatch.setattr(panel_gemm, "isa_override", request.param)
+    return request.param
+
+
 # ---------------------------------------------------------------- images
 
 def sample_photos() -> dict[str, "PIL.Image.Image"]:  # noqa: F821

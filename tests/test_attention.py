@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import handspring_models
-from handspring_models.runtime import attention, layers
+from handspring_models.runtime import attention, kernels, layers
 
-needs_kernel = pytest.mark.skipif(not attention.available(), reason="this CPU has no AVX-512, or the kernels are not built")
+needs_kernel = pytest.mark.skipif(not attention.available(), reason="this CPU has no AVX2, or the kernels are not built")
 BF16_ULP = 2.0 ** -7  # relative spacing of bf16 values, at most
 
 
@@ -29,10 +29,10 @@ def projection(batch: int, tokens: int, heads: int, head_width: int, dtype: torc
 
 
 @needs_kernel
-@pytest.mark.parametrize("tokens", [1, 7, 8, 9, 31, 32, 33, 50, 77, 200])  # blocks of 8 queries, 32 keys
+@pytest.mark.parametrize("tokens", [1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 50, 77, 200])  # blocks of 8 queries, 16/32 keys
 @pytest.mark.parametrize("head_width", [16, 64, 80])  # 80: a 64-wide and a 16-wide piece of the output
 @pytest.mark.parametrize("causal", [False, True])
-def test_fp32_attention_matches_exact_attention(tokens, head_width, causal):
+def test_fp32_attention_matches_exact_attention(tokens, head_width, causal, isa):
     qkv = projection(2, tokens, 3, head_width, torch.float32, seed=tokens * head_width)
     got = attention.self_attention(qkv, 3, causal)
     assert got.dtype == torch.float32 and got.shape == (2, tokens, 3 * head_width)
@@ -42,7 +42,7 @@ def test_fp32_attention_matches_exact_attention(tokens, head_width, causal):
 @needs_kernel
 @pytest.mark.parametrize("tokens", [1, 9, 50, 77])
 @pytest.mark.parametrize("causal", [False, True])
-def test_bf16_attention_is_rounded_once_from_fp32_sums(tokens, causal):
+def test_bf16_attention_is_rounded_once_from_fp32_sums(tokens, causal, isa):
     qkv = projection(2, tokens, 4, 64, torch.bfloat16, seed=tokens)
     got = attention.self_attention(qkv, 4, causal)
     assert got.dtype == torch.bfloat16
@@ -51,7 +51,7 @@ def test_bf16_attention_is_rounded_once_from_fp32_sums(tokens, causal):
 
 
 @needs_kernel
-def test_causal_attention_ignores_later_tokens():
+def test_causal_attention_ignores_later_tokens(isa):
     qkv = projection(1, 20, 2, 32, torch.float32, seed=5)
     changed = qkv.clone()
     changed[:, 12:] = torch.randn_like(changed[:, 12:])
@@ -60,7 +60,7 @@ def test_causal_attention_ignores_later_tokens():
 
 
 @needs_kernel
-def test_the_result_is_the_same_whatever_the_threads_and_batch(monkeypatch):
+def test_the_result_is_the_same_whatever_the_threads_and_batch(isa, monkeypatch):
     qkv = projection(5, 50, 3, 64, torch.float32, seed=3)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     alone = torch.cat([attention.self_attention(qkv[i:i + 1], 3) for i in range(5)])
@@ -69,11 +69,26 @@ def test_the_result_is_the_same_whatever_the_threads_and_batch(monkeypatch):
 
 
 @needs_kernel
-def test_bf16_rounding_keeps_nan_and_infinity():
+def test_bf16_rounding_keeps_nan(isa):
     qkv = projection(1, 4, 1, 16, torch.bfloat16, seed=1)
     qkv[0, :, 32] = float("nan")  # the first value of every v: output column 0
     out = attention.self_attention(qkv, 1)
     assert out[..., 0].isnan().all() and out[..., 1:].isfinite().all()
+
+
+@needs_kernel
+def test_both_builds_agree_in_bf16_and_to_rounding_in_fp32(monkeypatch):
+    from handspring_models.runtime import panel_gemm
+
+    if panel_gemm.native_isa() != "avx512":
+        pytest.skip("this CPU does not run the avx512 build")
+    qkv = projection(3, 50, 4, 64, torch.float32, seed=9)
+    results = {}
+    for build in ("avx2", "avx512"):
+        monkeypatch.setattr(panel_gemm, "isa_override", build)
+        results[build] = attention.self_attention(qkv, 4), attention.self_attention(qkv.bfloat16(), 4)
+    torch.testing.assert_close(results["avx2"][0], results["avx512"][0], rtol=1e-6, atol=1e-6)
+    assert (results["avx2"][1] != results["avx512"][1]).float().mean() < 0.01
 
 
 @pytest.mark.parametrize("shape, heads", [((2, 5, 3 * 24), 1), ((2, 5, 3 * 64), 3), ((2, 5, 100), 1), ((10, 3 * 64), 1)])
@@ -96,6 +111,8 @@ def test_other_dtypes_are_refused():
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_a_loaded_model_runs_its_attention_on_the_kernel(tiny_weights, precision, monkeypatch):
     emb = handspring_models.load("clip_vit_b_32", tiny_weights, precision=precision)
+    if not kernels.is_prepared(emb.model.transformer.resblocks[0].attn.in_proj_weight):
+        pytest.skip(f"{precision} weights are not packed on this CPU")
     calls = []
     kernel = attention.self_attention
     monkeypatch.setattr(attention, "self_attention", lambda *a, **k: calls.append(1) or kernel(*a, **k))

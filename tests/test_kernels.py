@@ -21,18 +21,6 @@ PACKERS = {"onednn": pytest.param(kernels.onednn_pack, marks=needs_onednn),
            "panels": pytest.param(panel_gemm.pack, marks=needs_panels)}
 
 
-@pytest.fixture(params=panel_gemm.ISAS)
-def isa(request, monkeypatch):
-    """Each build of the panel kernel this CPU can run, in turn."""
-    native = panel_gemm.native_isa()
-    if native is None:
-        pytest.skip("the panel kernel is not built, or this CPU has no AVX2")
-    if panel_gemm.ISAS.index(request.param) > panel_gemm.ISAS.index(native):
-        pytest.skip(f"this CPU does not run the {request.param} build")
-    monkeypatch.setattr(panel_gemm, "isa_override", request.param)
-    return request.param
-
-
 def weights(out_features: int, in_features: int, seed: int, with_bias: bool = True):
     generator = torch.Generator().manual_seed(seed)
     weight = torch.randn(out_features, in_features, generator=generator) / in_features ** 0.5
