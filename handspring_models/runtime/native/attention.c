@@ -10,7 +10,7 @@
  *   1. its q (scaled), k (transposed) and v are copied to fp32 scratch;
  *   2. scores for 8 query rows at a time against 32 keys at a time, in 16 accumulators;
  *   3. softmax per row (max, exp, sum), masked past the row's last key;
- *   4. the weighted sum of v, 4 rows x 64 dims at a time, divided by the row's sum once.
+ *   4. the weighted sum of v, 4 rows x 64 dims at a time, times 1 / the row's sum once.
  * bf16 results are rounded to nearest even, as PyTorch rounds. Two builds of the same steps, AVX2
  * (8 lanes: scores 4 rows x 16 keys, sums 4 rows x 16 dims at a time) and AVX-512 (16 lanes),
  * sharing the scratch layout and the split between threads. */
