@@ -247,24 +247,27 @@ def pack_linear_weights(model: nn.Module) -> int:
     return count
 
 
+def kernel_of(weight) -> str:
+    """The kernel a linear weight runs on: ``int8``, ``onednn``, ``panel`` (fp32 or bf16 panels) or
+    ``dense`` (PyTorch's plain ``F.linear``)."""
+    if isinstance(weight, int8_gemm.Int8Weight):
+        return "int8"
+    if weight.is_mkldnn:
+        return "onednn"
+    return "panel" if panel_gemm.is_packed(weight) or bf16_gemm.is_packed(weight) else "dense"
+
+
 def is_prepared(weight) -> bool:
     """Whether a linear weight was packed or quantized (``pack_linear_weights``,
     ``quantize_linear_weights``): a model loaded for inference. Its other operators may then run on
     the library's kernels too; a dense model, which exporters and converters trace, stays plain
     PyTorch."""
-    if isinstance(weight, int8_gemm.Int8Weight):
-        return True
-    return weight.is_mkldnn or panel_gemm.is_packed(weight) or bf16_gemm.is_packed(weight)
+    return kernel_of(weight) != "dense"
 
 
 def linear_kernels(model: nn.Module) -> dict[str, int]:
-    """How many of ``model``'s linear weights each kernel runs: ``panel``, ``onednn``, ``dense``
-    (PyTorch's plain ``F.linear``) or ``int8``."""
+    """How many of ``model``'s linear weights each kernel runs (``kernel_of``)."""
     counts = {"panel": 0, "onednn": 0, "dense": 0, "int8": 0}
     for _, _, _, weight in _linear_weights(model):
-        if isinstance(weight, int8_gemm.Int8Weight):
-            counts["int8"] += 1
-        else:
-            panel = panel_gemm.is_packed(weight) or bf16_gemm.is_packed(weight)
-            counts["onednn" if weight.is_mkldnn else "panel" if panel else "dense"] += 1
+        counts[kernel_of(weight)] += 1
     return counts
